@@ -1,0 +1,5 @@
+"""Interruption-risk models: the protocol, an advisor-band baseline, and the XGBoost model."""
+
+from spotfleet_engine.risk.protocol import RiskModel
+
+__all__ = ["RiskModel"]

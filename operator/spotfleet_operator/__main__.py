@@ -1,0 +1,5 @@
+"""``python -m spotfleet_operator``: the same as ``spotfleet``."""
+
+from spotfleet_operator import cli
+
+cli.main()
