@@ -1,0 +1,306 @@
+"""A real local Kubernetes control plane (etcd + kube-apiserver) without Docker.
+
+Used by the tests and by ``spotfleet demo``. The binaries are the real ones,
+built by ``hack/tools.sh`` into ``${XDG_CACHE_HOME:-~/.cache}/spotfleet/bin``;
+this module only finds and starts them, on loopback, in a temporary directory,
+with generated certificates, RBAC authorisation and an admin kubeconfig.
+Both processes are stopped by PID on :meth:`LocalCluster.stop`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+BINARIES = ("etcd", "kube-apiserver")
+
+
+class MissingBinaryError(RuntimeError):
+    """A control-plane binary is not installed; the message says how to get it."""
+
+
+def bin_cache_dir() -> Path:
+    """Where hack/tools.sh links the current binaries."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "spotfleet" / "bin" / "current"
+
+
+def find_binary(name: str) -> Path:
+    """Locate a control-plane tool: $SPOTFLEET_BIN_DIR, the tools cache, the venv, then PATH."""
+    candidates: list[Path] = []
+    if env := os.environ.get("SPOTFLEET_BIN_DIR"):
+        candidates.append(Path(env) / name)
+    candidates.append(bin_cache_dir() / name)
+    candidates.append(Path(sys.executable).parent / name)
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    found = shutil.which(name)
+    if found and name != "kubectl":
+        return Path(found)
+    raise MissingBinaryError(
+        f"{name} not found (looked in {', '.join(str(c) for c in candidates)}). "
+        "Run `bash hack/tools.sh` (or `make tools`) to build the control-plane binaries, "
+        "and `make venv` for kubectl."
+    )
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert(
+    subject: x509.Name,
+    key: rsa.RSAPrivateKey,
+    issuer: x509.Name,
+    issuer_key: rsa.RSAPrivateKey,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    client: bool = False,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if not ca:
+        usage = x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.ExtendedKeyUsageOID.SERVER_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass
+class LocalCluster:
+    """etcd + kube-apiserver on loopback; ``start()`` then ``stop()`` (or use as a context manager)."""
+
+    workdir: Path | None = None
+    log_dir: Path | None = None
+    server: str = ""
+    kubeconfig: Path = field(default_factory=Path)
+    pids: list[int] = field(default_factory=list)
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _owns_workdir: bool = False
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Generate certificates, start etcd and kube-apiserver, wait for /readyz, write a kubeconfig."""
+        etcd_bin, apiserver_bin = (find_binary(n) for n in BINARIES)
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="spotfleet-cluster-"))
+            self._owns_workdir = True
+        wd = self.workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        logs = self.log_dir or wd
+        logs.mkdir(parents=True, exist_ok=True)
+        pki = self._write_pki(wd / "pki")
+
+        etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+        etcd_log = open(logs / "etcd.log", "wb")  # noqa: SIM115 - kept open for the process
+        self._spawn(
+            [
+                str(etcd_bin),
+                "--data-dir", str(wd / "etcd"),
+                "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level", "warn",
+            ],
+            etcd_log,
+        )  # fmt: skip
+        api_log = open(logs / "kube-apiserver.log", "wb")  # noqa: SIM115
+        self._spawn(
+            [
+                str(apiserver_bin),
+                "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
+                "--bind-address", "127.0.0.1",
+                "--secure-port", str(api_port),
+                "--tls-cert-file", str(pki / "apiserver.crt"),
+                "--tls-private-key-file", str(pki / "apiserver.key"),
+                "--client-ca-file", str(pki / "ca.crt"),
+                "--authorization-mode", "RBAC",
+                "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file", str(pki / "sa.pub"),
+                "--service-account-signing-key-file", str(pki / "sa.key"),
+                "--service-cluster-ip-range", "10.96.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins", "ServiceAccount",
+                "--v", "1",
+            ],
+            api_log,
+        )  # fmt: skip
+        self.server = f"https://127.0.0.1:{api_port}"
+        self.kubeconfig = wd / "kubeconfig"
+        self._write_kubeconfig(pki)
+        self._wait_ready(pki, timeout_s, logs)
+
+    def _spawn(self, argv: list[str], log: object) -> None:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # type: ignore[arg-type]
+        self._procs.append(proc)
+        self.pids.append(proc.pid)
+
+    def _write_pki(self, pki: Path) -> Path:
+        pki.mkdir(parents=True, exist_ok=True)
+        ca_key = _key()
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spotfleet-local-ca")])
+        ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
+        srv_key = _key()
+        srv = _cert(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+            srv_key,
+            ca_name,
+            ca_key,
+            sans=[
+                x509.DNSName("localhost"),
+                x509.DNSName("kubernetes.default.svc"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+            ],
+        )
+        adm_key = _key()
+        adm = _cert(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "spotfleet-admin"),
+                ]
+            ),
+            adm_key,
+            ca_name,
+            ca_key,
+            client=True,
+        )
+        sa_key = _key()
+        pem = serialization.Encoding.PEM
+        (pki / "ca.crt").write_bytes(ca.public_bytes(pem))
+        (pki / "apiserver.crt").write_bytes(srv.public_bytes(pem))
+        (pki / "apiserver.key").write_bytes(_pem_key(srv_key))
+        (pki / "admin.crt").write_bytes(adm.public_bytes(pem))
+        (pki / "admin.key").write_bytes(_pem_key(adm_key))
+        (pki / "sa.key").write_bytes(_pem_key(sa_key))
+        (pki / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        return pki
+
+    def _write_kubeconfig(self, pki: Path) -> None:
+        self.kubeconfig.write_text(
+            f"""apiVersion: v1
+kind: Config
+clusters:
+- name: spotfleet-local
+  cluster:
+    server: {self.server}
+    certificate-authority: {pki / "ca.crt"}
+users:
+- name: spotfleet-admin
+  user:
+    client-certificate: {pki / "admin.crt"}
+    client-key: {pki / "admin.key"}
+contexts:
+- name: spotfleet-local
+  context:
+    cluster: spotfleet-local
+    user: spotfleet-admin
+    namespace: default
+current-context: spotfleet-local
+"""
+        )
+
+    def _wait_ready(self, pki: Path, timeout_s: float, logs: Path) -> None:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            for p in self._procs:
+                if p.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(
+                        f"{p.args[0]} exited with {p.returncode} during start-up; see {logs}"  # type: ignore[index]
+                    )
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as e:
+                last = str(e)
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"kube-apiserver not ready after {timeout_s}s ({last}); see {logs}")
+
+    def stop(self) -> None:
+        """Stop kube-apiserver then etcd by PID; idempotent."""
+        for p in reversed(self._procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=5)
+        self._procs.clear()
+        if self._owns_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster."""
+        return subprocess.run(
+            [str(find_binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
