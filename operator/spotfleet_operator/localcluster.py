@@ -23,11 +23,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 BINARIES = ("etcd", "kube-apiserver")
 
@@ -105,7 +106,7 @@ def _cert(
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if not ca:
-        usage = x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.ExtendedKeyUsageOID.SERVER_AUTH
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
 
@@ -183,8 +184,8 @@ class LocalCluster:
         self._write_kubeconfig(pki)
         self._wait_ready(pki, timeout_s, logs)
 
-    def _spawn(self, argv: list[str], log: object) -> None:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # type: ignore[arg-type]
+    def _spawn(self, argv: list[str], log: IO[bytes]) -> None:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append(proc)
         self.pids.append(proc.pid)
 
@@ -266,7 +267,7 @@ current-context: spotfleet-local
                 if p.poll() is not None:
                     self.stop()
                     raise RuntimeError(
-                        f"{p.args[0]} exited with {p.returncode} during start-up; see {logs}"  # type: ignore[index]
+                        f"{p.args!r} exited with {p.returncode} during start-up; see {logs}"
                     )
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
