@@ -6,10 +6,18 @@ the operator side may refresh it from AWS and build a :class:`Catalog` itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import functools
+import gzip
+import importlib.resources
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from spotfleet_engine import model
+
+SPECS_FILE = "ec2_instance_types_specs_moto-5.2.5.csv.gz"
+OFFERINGS_FILE = "ec2_instance_type_offerings_az_moto-5.2.5.csv.gz"
+ON_DEMAND_FILE = "ec2_catalog_ondemand_spotavg_by_region_2024-04.csv.gz"
 
 
 @dataclass(frozen=True)
@@ -24,3 +32,123 @@ class Catalog:
     types: Mapping[str, model.InstanceType]
     on_demand_usd_per_hour: Mapping[str, float]
     zones: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def on_demand_price(self, instance_type: str) -> float | None:
+        """On-demand USD per instance-hour, or None when unknown."""
+        return self.on_demand_usd_per_hour.get(instance_type)
+
+    def all_zones(self) -> tuple[str, ...]:
+        """Every zone that offers at least one type, sorted."""
+        return tuple(sorted(set().union(*self.zones.values()))) if self.zones else ()
+
+    def restricted_to(self, names: Iterable[str]) -> Catalog:
+        """The same catalog keeping only the named types (unknown names are ignored)."""
+        keep = set(names)
+        return Catalog(
+            region=self.region,
+            types={n: t for n, t in self.types.items() if n in keep},
+            on_demand_usd_per_hour={
+                n: p for n, p in self.on_demand_usd_per_hour.items() if n in keep
+            },
+            zones={n: z for n, z in self.zones.items() if n in keep},
+        )
+
+
+def _rows(name: str) -> Iterator[dict[str, str]]:
+    ref = importlib.resources.files("spotfleet_engine").joinpath("data", name)
+    with ref.open("rb") as raw, gzip.open(raw, "rt", newline="") as text:
+        yield from csv.DictReader(text)
+
+
+def _arch(field_value: str) -> str:
+    archs = field_value.split("|")
+    if "x86_64" in archs:
+        return "x86_64"
+    if "arm64" in archs:
+        return "arm64"
+    return archs[0]  # "x86_64_mac" / "arm64_mac": never matched by a plain arch filter
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() == "true"
+
+
+@functools.lru_cache(maxsize=1)
+def _specs() -> dict[str, model.InstanceType]:
+    out: dict[str, model.InstanceType] = {}
+    for r in _rows(SPECS_FILE):
+        name = r["instance_type"]
+        out[name] = model.InstanceType(
+            name=name,
+            family=r["family"] or name.split(".", 1)[0],
+            vcpus=int(r["vcpus"]),
+            memory_gib=int(r["memory_mib"]) / 1024.0,
+            arch=_arch(r["architectures"]),
+            gpus=int(r["gpu_count"] or 0),
+            burstable=_bool(r["burstable"]),
+            current_generation=_bool(r["current_generation"]),
+            bare_metal=_bool(r["bare_metal"]),
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _on_demand_rows() -> tuple[dict[str, str], ...]:
+    return tuple(_rows(ON_DEMAND_FILE))
+
+
+@functools.lru_cache(maxsize=1)
+def _offerings() -> dict[str, dict[str, frozenset[str]]]:
+    acc: dict[str, dict[str, set[str]]] = {}
+    for r in _rows(OFFERINGS_FILE):
+        if r["location_type"] != "availability-zone":
+            continue
+        acc.setdefault(r["region"], {}).setdefault(r["instance_type"], set()).add(r["location"])
+    return {reg: {t: frozenset(z) for t, z in by.items()} for reg, by in acc.items()}
+
+
+@functools.lru_cache(maxsize=32)
+def load_bundled(region: str = "us-east-1") -> Catalog:
+    """The bundled catalog of ``region`` (cached; the only I/O in this module).
+
+    Specs come from moto 5.2.5's DescribeInstanceTypes data; types moto lacks
+    (older GPU/FPGA generations) are filled from the vantage catalog's vCPU,
+    memory, GPU, arch and generation columns (burstable = T family). On-demand
+    prices are vantage's Linux USD/h of April 2024. Zones are moto's AZ
+    offerings; a type with a price but no offering row has an empty zone set.
+    Raises ValueError for a region with no on-demand prices.
+    """
+    specs = _specs()
+    types: dict[str, model.InstanceType] = {}
+    prices: dict[str, float] = {}
+    for r in _on_demand_rows():
+        if r["region"] != region:
+            continue
+        name = r["instance_type"]
+        try:
+            price = float(r["ondemand_usd_per_hour"])
+        except ValueError:
+            continue
+        if not price > 0:
+            continue
+        it = specs.get(name)
+        if it is None:
+            family = name.split(".", 1)[0]
+            it = model.InstanceType(
+                name=name,
+                family=family,
+                vcpus=int(float(r["vcpus"])),
+                memory_gib=float(r["memory_gib"]),
+                arch=_arch(r["arch"]),
+                gpus=int(float(r["gpu_count"] or 0)),
+                burstable=family.startswith("t") and family[1:2].isdigit(),
+                current_generation=_bool(r["current_generation"]),
+                bare_metal=name.endswith(".metal") or ".metal-" in name,
+            )
+        types[name] = it
+        prices[name] = price
+    if not types:
+        raise ValueError(f"no bundled on-demand prices for region {region!r}")
+    offered = _offerings().get(region, {})
+    zones = {name: offered.get(name, frozenset()) for name in types}
+    return Catalog(region=region, types=types, on_demand_usd_per_hour=prices, zones=zones)

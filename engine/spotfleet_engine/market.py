@@ -8,9 +8,17 @@ and the pools currently known to be out of capacity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import bisect
+import csv
+import functools
+import gzip
+import importlib.resources
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
 
 from spotfleet_engine import model
 
@@ -64,3 +72,194 @@ class MarketSnapshot:
     def history(self, instance_type: str, zone: str) -> Sequence[PricePoint]:
         """Price history of the pool up to ``observed_at`` (empty when unknown)."""
         return self.spot_history.get((instance_type, zone), ())
+
+
+# --------------------------------------------------------------------------
+# Bundled data loaders (the only I/O in this module; each parses once, cached).
+# --------------------------------------------------------------------------
+
+SPOT_PRICES_2021_FILE = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
+ADVISOR_FILE = "spot_advisor_linux_3snapshots.csv.gz"
+SPOTLAKE_FILE = "spotlake_aws_snapshot_2022-07-12T0420Z_all_types.csv.gz"
+
+
+def _rows(name: str) -> Iterator[dict[str, str]]:
+    ref = importlib.resources.files("spotfleet_engine").joinpath("data", name)
+    with ref.open("rb") as raw, gzip.open(raw, "rt", newline="") as text:
+        yield from csv.DictReader(text)
+
+
+@dataclass(frozen=True)
+class PoolSeries:
+    """One pool's price changes: ``times`` epoch seconds (int64, ascending,
+    unique), ``prices`` USD per instance-hour (float64), same length."""
+
+    times: npt.NDArray[np.int64]
+    prices: npt.NDArray[np.float64]
+
+    def index_at(self, now: datetime) -> int:
+        """Index of the price in force at ``now`` (last change at or before it), or -1."""
+        return int(np.searchsorted(self.times, int(now.timestamp()), side="right")) - 1
+
+
+@dataclass(frozen=True)
+class PriceHistory:
+    """Spot price history of one region, per (instance type, zone), parsed once.
+
+    ``start``/``end`` are the first and last observation in the file (UTC).
+    """
+
+    region: str
+    series: Mapping[tuple[str, str], PoolSeries]
+    start: datetime
+    end: datetime
+
+    def price_at(self, instance_type: str, zone: str, now: datetime) -> float | None:
+        """Price in force at ``now`` or None when the pool had none yet."""
+        s = self.series.get((instance_type, zone))
+        if s is None:
+            return None
+        i = s.index_at(now)
+        return float(s.prices[i]) if i >= 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def load_bundled_history() -> PriceHistory:
+    """The bundled 2021-03-02..2021-05-31 us-east-1 Linux/UNIX spot history (cached).
+
+    Duplicate timestamps within a pool keep the last row of the file.
+    """
+    acc: dict[tuple[str, str], dict[int, float]] = {}
+    parse_cache: dict[str, int] = {}
+    for r in _rows(SPOT_PRICES_2021_FILE):
+        ts = r["timestamp"]
+        sec = parse_cache.get(ts)
+        if sec is None:
+            sec = int(datetime.fromisoformat(ts).timestamp())
+            parse_cache[ts] = sec
+        acc.setdefault((r["instance_type"], r["availability_zone"]), {})[sec] = float(
+            r["spot_price"]
+        )
+    series: dict[tuple[str, str], PoolSeries] = {}
+    lo, hi = None, None
+    for key in sorted(acc):
+        points = sorted(acc[key].items())
+        t = np.fromiter((p[0] for p in points), dtype=np.int64, count=len(points))
+        v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+        series[key] = PoolSeries(times=t, prices=v)
+        lo = int(t[0]) if lo is None else min(lo, int(t[0]))
+        hi = int(t[-1]) if hi is None else max(hi, int(t[-1]))
+    assert lo is not None and hi is not None
+    return PriceHistory(
+        region="us-east-1",
+        series=series,
+        start=datetime.fromtimestamp(lo, UTC),
+        end=datetime.fromtimestamp(hi, UTC),
+    )
+
+
+@dataclass(frozen=True)
+class AdvisorHistory:
+    """Spot Instance Advisor snapshots of one region, oldest first."""
+
+    region: str
+    snapshots: tuple[tuple[date, Mapping[str, AdvisorEntry]], ...]
+
+    def at(self, now: datetime) -> Mapping[str, AdvisorEntry]:
+        """The snapshot in force at ``now``: latest ``snapshot_date <= now.date()``,
+        else the earliest (the advisor predates nothing we replay)."""
+        if not self.snapshots:
+            return {}
+        dates = [d for d, _ in self.snapshots]
+        i = bisect.bisect_right(dates, now.date()) - 1
+        return self.snapshots[max(i, 0)][1]
+
+
+@functools.lru_cache(maxsize=1)
+def _advisor_all() -> dict[str, dict[date, dict[str, AdvisorEntry]]]:
+    acc: dict[str, dict[date, dict[str, AdvisorEntry]]] = {}
+    for r in _rows(ADVISOR_FILE):
+        d = date.fromisoformat(r["snapshot_date"])
+        acc.setdefault(r["region"], {}).setdefault(d, {})[r["instance_type"]] = AdvisorEntry(
+            band=int(r["interruption_range_index"]),
+            savings_pct=float(r["savings_pct_vs_ondemand"]),
+        )
+    return acc
+
+
+@functools.lru_cache(maxsize=32)
+def load_bundled_advisor(region: str = "us-east-1") -> AdvisorHistory:
+    """The bundled advisor snapshots (2021-02-10, 2024-02-28, 2025-06-28) of ``region``."""
+    by_date = _advisor_all().get(region, {})
+    return AdvisorHistory(region=region, snapshots=tuple((d, by_date[d]) for d in sorted(by_date)))
+
+
+@functools.lru_cache(maxsize=32)
+def load_bundled_placement_scores(region: str = "us-east-1") -> Mapping[tuple[str, str], int]:
+    """SpotLake's 2022-07-12 placement scores of ``region`` keyed by (type, AZ ID).
+
+    Keys use AZ *IDs* ("use1-az4"), not names: AWS maps names ("us-east-1a")
+    to IDs differently in every account, so they can only be joined with a
+    price history through that account's mapping (``snapshot_at(zone_ids=...)``).
+    Scores are SpotLake's SPS values as stored (1..3 in this file).
+    """
+    out: dict[tuple[str, str], int] = {}
+    for r in _rows(SPOTLAKE_FILE):
+        if r["Region"] == region and r["SPS"]:
+            out[(r["InstanceType"], r["AZ"])] = int(float(r["SPS"]))
+    return out
+
+
+def snapshot_at(
+    history: PriceHistory,
+    now: datetime,
+    *,
+    advisor: AdvisorHistory | None = None,
+    lookback: timedelta = timedelta(days=7),
+    zone_ids: Mapping[str, str] | None = None,
+    placement_scores: Mapping[tuple[str, str], int] | None = None,
+    unavailable: frozenset[model.Pool] = frozenset(),
+) -> MarketSnapshot:
+    """The market as seen at ``now`` (never later data).
+
+    Per pool: every price change in ``(now - lookback, now]`` plus the change
+    in force at the window start (so the current price is always known);
+    pools with no price at or before ``now`` are absent. ``advisor`` defaults
+    to the bundled advisor of the history's region, taken at ``now``.
+    Placement scores stay empty unless ``zone_ids`` (this account's zone name
+    -> AZ ID mapping) is given, then ``placement_scores`` (default: the
+    bundled SpotLake file) are joined through it; the bundled 2021 history
+    comes with no such mapping, so by default there are none.
+    """
+    t_now = int(now.timestamp())
+    t_from = int((now - lookback).timestamp())
+    hist: dict[tuple[str, str], tuple[PricePoint, ...]] = {}
+    for key, s in history.series.items():
+        hi = int(np.searchsorted(s.times, t_now, side="right"))
+        if hi == 0:
+            continue
+        lo = max(int(np.searchsorted(s.times, t_from, side="right")) - 1, 0)
+        hist[key] = tuple(
+            PricePoint(datetime.fromtimestamp(int(t), UTC), float(p))
+            for t, p in zip(s.times[lo:hi].tolist(), s.prices[lo:hi].tolist(), strict=True)
+        )
+    adv = (advisor or load_bundled_advisor(history.region)).at(now)
+    scores: dict[tuple[str, str], int] = {}
+    if zone_ids is not None:
+        source = (
+            placement_scores
+            if placement_scores is not None
+            else load_bundled_placement_scores(history.region)
+        )
+        for t, z in hist:
+            az_id = zone_ids.get(z)
+            if az_id is not None and (t, az_id) in source:
+                scores[(t, z)] = source[(t, az_id)]
+    return MarketSnapshot(
+        region=history.region,
+        observed_at=now,
+        spot_history=hist,
+        advisor=adv,
+        placement_scores=scores,
+        unavailable=unavailable,
+    )
