@@ -1,0 +1,735 @@
+"""``decide``: the cheapest safe fleet for a policy, as a :class:`~spotfleet_engine.plan.Plan`.
+
+Pure and deterministic: no I/O, no clock (``now`` is an argument), no globals;
+the same inputs give the same Plan.
+
+Model. Every pool ``i`` (type x zone x market) has a weight ``w_i`` (units of
+the policy's capacity unit per instance), a price ``p_i`` (spot: the market's
+current price; on-demand: the catalog price; USD per instance-hour), a risk
+``r_i`` (the risk model's interruption probability over the horizon) and an
+expected cost per hour
+
+    c_i = p_i + r_i x K x od_i
+
+where ``od_i`` is the type's on-demand price and ``K`` the objective's
+replacement weight (:data:`REPLACEMENT_WEIGHT`: lowestCost 1, balanced 10,
+lowestInterruption 100): an interruption is charged as K hours of on-demand
+capacity (relaunch, warm-up, lost work). The MILP chooses integer counts
+``x_i`` minimising ``sum c_i x_i`` subject to
+
+- capacity ``C = sum w_i x_i >= target``;
+- on-demand capacity ``>= b + q (C - b)`` with ``b = min(onDemandBase, target)``
+  and ``q = onDemandPercentageAboveBase / 100``, and at most one (largest
+  eligible) on-demand instance above that, so spot is not displaced;
+- per pool ``w_i x_i <= share x C`` (``maxPoolSharePercent`` of planned capacity);
+- at least ``minPools`` distinct pools hold capacity;
+- ``sum p_i x_i <= budgetPerHour``;
+- spot pools priced above ``maxSpotPricePerUnitHour x w_i`` are not eligible,
+  nor are pools the market marks unavailable.
+
+Pruning (exact by exchange, see :func:`_prune`): pools are grouped by
+(market, weight); within a group any pool that at least ``k`` others beat on
+both expected cost and price is dropped, where ``k = ceil(100 / share) +
+minPools`` bounds how many pools of one group an optimal plan can use.
+
+Hysteresis: running instances in still-eligible pools are kept (after scale-in,
+which removes the most expensive-per-unit and riskiest first while capacity
+stays >= target and on-demand stays >= its requirement). Running capacity moves
+only when ``rebalanceEnabled``, the churn budget
+``maxReplacementsPerHour - fleet.replacements_last_hour`` allows it, and the
+best plan within that budget saves more than ``minSavingsPercent`` of the
+kept plan's expected cost over the horizon after paying
+:data:`SWITCH_HOURS` hours of price per replaced instance. Instances in pools
+that are no longer eligible are always replaced (reason ``not-eligible``).
+Running instances are costed at the market price of their pool.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+from scipy import optimize, sparse
+
+from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import market as market_mod
+from spotfleet_engine import model
+from spotfleet_engine import plan as plan_mod
+from spotfleet_engine.risk import protocol as risk_protocol
+
+#: Hours of on-demand price an interruption costs, per objective (the K above).
+REPLACEMENT_WEIGHT: Mapping[str, float] = {
+    "lowestCost": 1.0,
+    "balanced": 10.0,
+    "lowestInterruption": 100.0,
+}
+#: Hours of the old pool's price one replacement costs (old and new overlap while draining).
+SWITCH_HOURS = 1.0
+#: Relative MIP gap HiGHS must prove before a plan is called optimal.
+MIP_REL_GAP = 1e-4
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Solver knobs. ``prune=False`` solves the MILP over every eligible pool
+    (the benchmark's reference); ``node_limit`` bounds branch and bound
+    deterministically (no time limits: they would make plans depend on speed)."""
+
+    prune: bool = True
+    node_limit: int = 20_000
+
+
+DEFAULT_OPTIONS = Options()
+
+
+@dataclass
+class _Pools:
+    """Candidate pools (those matching requirements and zones) as parallel arrays."""
+
+    pools: list[model.Pool]
+    w: F64  # units per instance
+    price: F64  # USD per instance-hour
+    od: F64  # on-demand USD per instance-hour of the type
+    is_od: npt.NDArray[np.bool_]
+    risk: F64
+    cost: F64  # expected USD per hour, see module doc
+    why_out: list[str | None]  # None: eligible; else why not
+
+
+@dataclass
+class _Solution:
+    status: str  # "optimal" | "feasible" | "infeasible"
+    x: dict[int, int]  # candidate index -> count (>0 only)
+    objective: float
+
+
+def _enumerate(
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot,
+    risk: risk_protocol.RiskModel,
+    now: datetime,
+) -> _Pools:
+    req = policy.requirements
+    zones_ok = frozenset(policy.zones)
+    od_prices = catalog.on_demand_usd_per_hour
+    ok_types: dict[str, float] = {}  # type -> units per instance
+    for name in sorted(catalog.types):
+        it = catalog.types[name]
+        units = it.units(policy.unit)
+        if name in od_prices and units > 0 and req.matches(it):
+            ok_types[name] = units
+    spot_zones: dict[str, list[str]] = {}
+    pools: list[model.Pool] = []
+    prices: list[float] = []
+    weights: list[float] = []
+    ods: list[float] = []
+    spot, on_demand = model.Market.SPOT, model.Market.ON_DEMAND
+    unit = policy.unit
+    history = market.spot_history
+    for key in sorted(history):
+        t, z = key
+        wt = ok_types.get(t)
+        if wt is None or (zones_ok and z not in zones_ok):
+            continue
+        hist = history[key]
+        if hist:
+            pools.append(model.Pool(t, z, spot))
+            prices.append(hist[-1].price)
+            weights.append(wt)
+            ods.append(od_prices[t])
+            spot_zones.setdefault(t, []).append(z)
+    n_spot = len(pools)
+    for t, wt in ok_types.items():
+        zs: Iterable[str] = catalog.zones.get(t) or spot_zones.get(t, [])
+        odp = od_prices[t]
+        for z in sorted(zs):
+            if not zones_ok or z in zones_ok:
+                pools.append(model.Pool(t, z, on_demand))
+                prices.append(odp)
+                weights.append(wt)
+                ods.append(odp)
+    n = len(pools)
+    w = np.asarray(weights, dtype=np.float64)
+    od = np.asarray(ods, dtype=np.float64)
+    is_od = np.zeros(n, dtype=np.bool_)
+    is_od[n_spot:] = True
+    price = np.asarray(prices, dtype=np.float64)
+    r = np.asarray(risk.interruption_probability(pools, market, catalog, now), dtype=np.float64)
+    if r.shape != (n,):
+        raise ValueError(f"risk model {risk.name!r} returned {r.shape} for {n} pools")
+    r = np.where(is_od, 0.0, np.clip(r, 0.0, 1.0))
+    cost = price + r * REPLACEMENT_WEIGHT[policy.objective] * od
+    why: list[str | None] = [None] * n
+    maxp = policy.max_spot_price_per_unit_hour
+    if maxp is not None:
+        for i in np.flatnonzero(~is_od & (price > maxp * w + 1e-12)).tolist():
+            why[i] = (
+                f"spot ${price[i] / w[i]:.6f}/{unit.value}-h above "
+                f"maxSpotPricePerUnitHour ${maxp:.6f}"
+            )
+    if market.unavailable:
+        for i, p in enumerate(pools):
+            if p in market.unavailable:
+                why[i] = "marked unavailable (insufficient capacity)"
+    return _Pools(pools, w, price, od, is_od, r, cost, why)
+
+
+def _od_bounds(policy: model.Policy, c: _Pools, elig: I64) -> tuple[float, float, float]:
+    """(b, q, slack): on-demand capacity must lie in [b(1-q) + qC, b(1-q) + qC + slack]."""
+    b = min(policy.on_demand_base, policy.target)
+    q = policy.on_demand_percentage_above_base / 100.0
+    od_w = c.w[elig][c.is_od[elig]]
+    slack = float(od_w.max()) if (b > 0 or q > 0) and od_w.size else 0.0
+    return b, q, slack
+
+
+def _prune(policy: model.Policy, c: _Pools, elig: I64, keep_always: set[int]) -> I64:
+    """Keep, per (market, weight) group, the pools fewer than ``k`` others beat.
+
+    Exchange argument: pools of one group are interchangeable for capacity,
+    the on-demand split and the share cap, so an optimal plan that uses a pool
+    beaten (cost and price both <=) by ``k`` unused pools of its group can move
+    its instances to one of them. An optimal plan uses at most
+    ``ceil(100/share)`` capped pools + 1 partial + ``minPools - 1`` extra per
+    group, hence ``k = ceil(100/share) + minPools``.
+    """
+    k = math.ceil(100.0 / policy.max_pool_share_pct - 1e-9) + policy.min_pools
+    use_price = policy.budget_per_hour is not None
+    w = np.round(c.w[elig], 6)
+    order = np.lexsort((elig, c.price[elig], c.cost[elig], w, c.is_od[elig]))
+    if not use_price:
+        # rank within (market, weight) group = position - group start
+        gw, go = w[order], c.is_od[elig][order]
+        new_group = np.ones(len(order), dtype=np.bool_)
+        new_group[1:] = (gw[1:] != gw[:-1]) | (go[1:] != go[:-1])
+        starts = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+        keep = (np.arange(len(order)) - starts) < k
+        chosen = set(elig[order[keep]].tolist()) | keep_always
+        return np.asarray(sorted(chosen), dtype=np.int64)
+    kept: list[int] = []
+    group: tuple[bool, float] | None = None
+    seen_prices: list[float] = []
+    for o in order:
+        i = int(elig[o])
+        g = (bool(c.is_od[i]), float(w[o]))
+        if g != group:
+            group, seen_prices = g, []
+        p = float(c.price[i])
+        if use_price:
+            beaten = bisect.bisect_right(seen_prices, p)
+            bisect.insort(seen_prices, p)
+        else:
+            beaten = len(seen_prices)
+            seen_prices.append(p)
+        if beaten < k or i in keep_always:
+            kept.append(i)
+    return np.asarray(sorted(kept), dtype=np.int64)
+
+
+def _solve(
+    policy: model.Policy,
+    c: _Pools,
+    sub: I64,
+    od_bounds: tuple[float, float, float],
+    *,
+    options: Options,
+    anchors: Mapping[int, int] | None = None,
+    churn: int | None = None,
+    capacity_floor: float | None = None,
+    with_budget: bool = True,
+    with_share: bool = True,
+    with_min_pools: bool = True,
+    with_od: bool = True,
+) -> _Solution:
+    """Solve the MILP over candidate indices ``sub``.
+
+    ``anchors`` (candidate index -> count) are lower bounds on running pools;
+    with ``churn`` set, up to ``churn`` anchored instances may be given up.
+    ``capacity_floor`` switches to degraded mode: capacity >= floor, maximise
+    min(capacity, target) first, then minimise cost.
+    """
+    n = len(sub)
+    if n == 0:
+        return _Solution("infeasible", {}, math.inf)
+    target = policy.target
+    w = c.w[sub]
+    cost = c.cost[sub]
+    anchors = anchors or {}
+    pos = {int(i): j for j, i in enumerate(sub)}
+    anchor_pos = sorted((pos[i], cnt) for i, cnt in anchors.items() if cnt > 0)
+    use_min_pools = with_min_pools and policy.min_pools > 1
+    use_share = with_share and policy.max_pool_share_pct < 100.0
+    n_y = n if use_min_pools else 0
+    n_d = len(anchor_pos) if churn is not None else 0
+    n_z = 1 if capacity_floor is not None else 0
+    ix_c = n
+    ix_y = n + 1
+    ix_d = ix_y + n_y
+    ix_z = ix_d + n_d
+    nv = ix_z + n_z
+
+    obj = np.zeros(nv)
+    obj[:n] = cost
+    lb = np.zeros(nv)
+    ub = np.full(nv, np.inf)
+    integrality = np.ones(nv, dtype=np.int64)
+    integrality[ix_c] = 0
+    lb[ix_c] = target if capacity_floor is None else capacity_floor
+    if n_y:
+        ub[ix_y:ix_d] = 1.0
+    if capacity_floor is not None:
+        integrality[ix_z] = 0
+        ub[ix_z] = target
+        big = 2.0 * float(np.max(cost / w)) + 1.0
+        obj[ix_z] = -big
+    if churn is None:
+        for j, cnt in anchor_pos:
+            lb[j] = cnt
+
+    rows: list[I64] = []
+    cols: list[I64] = []
+    vals: list[F64] = []
+    r_lo: list[float] = []
+    r_hi: list[float] = []
+    nrow = 0
+
+    def add(cidx: I64, v: F64, lo: float, hi: float) -> None:
+        nonlocal nrow
+        rows.append(np.full(len(cidx), nrow, dtype=np.int64))
+        cols.append(cidx.astype(np.int64))
+        vals.append(v.astype(np.float64))
+        r_lo.append(lo)
+        r_hi.append(hi)
+        nrow += 1
+
+    ar = np.arange(n, dtype=np.int64)
+    # capacity definition: sum w x - C = 0
+    add(np.append(ar, ix_c), np.append(w, -1.0), 0.0, 0.0)
+    if use_share:
+        s = policy.max_pool_share_pct / 100.0
+        rows.append(np.repeat(np.arange(nrow, nrow + n, dtype=np.int64), 2))
+        cols.append(np.column_stack((ar, np.full(n, ix_c))).ravel())
+        vals.append(np.column_stack((w, np.full(n, -s))).ravel())
+        r_lo.extend([-np.inf] * n)
+        r_hi.extend([0.0] * n)
+        nrow += n
+    b, q, slack = od_bounds
+    if with_od:
+        odm = c.is_od[sub]
+        oi = ar[odm]
+        base = b * (1.0 - q)
+        add(np.append(oi, ix_c), np.append(w[odm], -q), base, base + slack)
+    if use_min_pools:
+        rows.append(np.repeat(np.arange(nrow, nrow + n, dtype=np.int64), 2))
+        cols.append(np.column_stack((ar, ix_y + ar)).ravel())
+        vals.append(np.tile(np.array([1.0, -1.0]), n))
+        r_lo.extend([0.0] * n)
+        r_hi.extend([np.inf] * n)
+        nrow += n
+        add(ix_y + ar, np.ones(n), float(policy.min_pools), np.inf)
+    if with_budget and policy.budget_per_hour is not None:
+        add(ar, c.price[sub], -np.inf, policy.budget_per_hour)
+    if n_d:
+        assert churn is not None
+        for k, (j, cnt) in enumerate(anchor_pos):
+            add(np.array([j, ix_d + k]), np.array([1.0, 1.0]), float(cnt), np.inf)
+            ub[ix_d + k] = cnt
+        add(ix_d + np.arange(n_d, dtype=np.int64), np.ones(n_d), -np.inf, float(churn))
+    if n_z:
+        add(np.array([ix_z, ix_c]), np.array([1.0, -1.0]), -np.inf, 0.0)
+
+    a = sparse.csr_array(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(nrow, nv)
+    )
+    res = optimize.milp(
+        obj,
+        integrality=integrality,
+        bounds=optimize.Bounds(lb, ub),
+        constraints=optimize.LinearConstraint(a, np.asarray(r_lo), np.asarray(r_hi)),
+        options={"mip_rel_gap": MIP_REL_GAP, "node_limit": options.node_limit},
+    )
+    if res.x is None:
+        return _Solution("infeasible", {}, math.inf)
+    xs = np.rint(res.x[:n]).astype(np.int64)
+    x = {int(sub[j]): int(xs[j]) for j in np.flatnonzero(xs)}
+    status = "optimal" if res.status == 0 else "feasible"
+    return _Solution(status, x, float(cost[xs > 0] @ xs[xs > 0]))
+
+
+# --------------------------------------------------------------------------
+# decide
+# --------------------------------------------------------------------------
+
+
+def decide(
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot,
+    fleet: model.Fleet,
+    risk: risk_protocol.RiskModel,
+    now: datetime,
+    *,
+    options: Options = DEFAULT_OPTIONS,
+) -> plan_mod.Plan:
+    """The plan for ``policy`` given the market and the running ``fleet`` at ``now``.
+
+    Never raises for an impossible policy: returns outcome ``Infeasible`` with
+    ``binding_constraint`` naming what cannot be met (see :mod:`plan`).
+    """
+    problems = policy.problems()
+    if problems:
+        return _infeasible(policy, fleet, "policy invalid: " + "; ".join(problems))
+    c = _enumerate(policy, catalog, market, risk, now)
+    index = {p: i for i, p in enumerate(c.pools)} if fleet.instances else {}
+    elig = np.asarray([i for i, why in enumerate(c.why_out) if why is None], dtype=np.int64)
+    stats_total = len(c.pools)
+
+    # running fleet: eligible instances are kept candidates; the rest are replaced
+    by_pool = fleet.by_pool()
+    running: dict[int, list[model.FleetInstance]] = {}
+    not_eligible: list[model.FleetInstance] = []
+    for pool in sorted(by_pool):
+        i = index.get(pool)
+        if i is None or c.why_out[i] is not None:
+            not_eligible.extend(by_pool[pool])
+        else:
+            running[i] = _newest_first(by_pool[pool])
+    od_b = _od_bounds(policy, c, elig)
+
+    scaled = _scale_in(policy, c, running, od_b)
+    kept = {i: len(v) for i, v in scaled.items() if v}
+
+    sub = _prune(policy, c, elig, set(running)) if options.prune else elig
+    stats = plan_mod.PlanStats(stats_total, len(elig), len(sub))
+    pruned = set(elig.tolist()) - set(sub.tolist())
+
+    fresh = _solve(policy, c, sub, od_b, options=options)
+    notes: list[str] = []
+    if fresh.status == "infeasible":
+        reason = _diagnose(policy, c, elig, sub, od_b, options)
+        if policy.min_capacity is not None and policy.min_capacity < policy.target:
+            deg = _solve(policy, c, sub, od_b, options=options, capacity_floor=policy.min_capacity)
+            if deg.status != "infeasible":
+                return _build(
+                    policy,
+                    c,
+                    deg.x,
+                    running,
+                    scaled,
+                    not_eligible,
+                    "Degraded",
+                    reason,
+                    stats,
+                    [],
+                    pruned,
+                )
+        return _infeasible(policy, fleet, reason, c, stats)
+
+    chosen = fresh
+    outcome: plan_mod.Outcome = "Optimal" if fresh.status == "optimal" else "Feasible"
+    if kept:
+        anchored = _solve(policy, c, sub, od_b, options=options, anchors=kept)
+        budget = max(0, policy.max_replacements_per_hour - fleet.replacements_last_hour)
+        moved: _Solution | None = None
+        if policy.rebalance_enabled and budget > 0:
+            moved = _solve(policy, c, sub, od_b, options=options, anchors=kept, churn=budget)
+            if moved.status == "infeasible":
+                moved = None
+        if anchored.status == "infeasible":
+            if moved is None:
+                return _infeasible(
+                    policy,
+                    fleet,
+                    "maxReplacementsPerHour: the running fleet cannot meet the policy without "
+                    f"replacing more than the {budget} replacements left this hour"
+                    + ("" if policy.rebalance_enabled else " (rebalance disabled)"),
+                    c,
+                    stats,
+                )
+            chosen = moved
+            notes.append("running capacity moved: keeping it would violate the policy")
+        elif moved is not None and _worth_moving(policy, c, kept, anchored, moved):
+            chosen = moved
+            notes.append(
+                f"rebalance saves {_pct(anchored.objective, moved.objective):.1f}% "
+                f"> minSavingsPercent {policy.min_savings_pct:g}"
+            )
+        else:
+            chosen = anchored
+            if moved is not None and moved.objective < anchored.objective - 1e-12:
+                notes.append(
+                    f"kept running capacity: moving saves "
+                    f"{_pct(anchored.objective, moved.objective):.2f}%, not more than "
+                    f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
+                )
+        if chosen.objective > fresh.objective * (1 + MIP_REL_GAP) + 1e-9:
+            outcome = "Feasible"
+    return _build(
+        policy, c, chosen.x, running, scaled, not_eligible, outcome, None, stats, notes, pruned
+    )
+
+
+def _pct(old: float, new: float) -> float:
+    return 100.0 * (old - new) / old if old > 0 else 0.0
+
+
+def _worth_moving(
+    policy: model.Policy, c: _Pools, kept: Mapping[int, int], anchored: _Solution, moved: _Solution
+) -> bool:
+    """True when ``moved`` saves more than minSavingsPercent of ``anchored`` over the horizon,
+    after paying SWITCH_HOURS of price per replaced instance."""
+    replaced = [(i, cnt - moved.x.get(i, 0)) for i, cnt in kept.items() if moved.x.get(i, 0) < cnt]
+    if not replaced:
+        return False
+    switch = SWITCH_HOURS * sum(float(c.price[i]) * n for i, n in replaced)
+    saving = (anchored.objective - moved.objective) * policy.horizon_hours - switch
+    return saving > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours
+
+
+def _newest_first(instances: Sequence[model.FleetInstance]) -> list[model.FleetInstance]:
+    return sorted(instances, key=lambda inst: (inst.launched_at, inst.instance_id), reverse=True)
+
+
+def _scale_in(
+    policy: model.Policy,
+    c: _Pools,
+    running: Mapping[int, list[model.FleetInstance]],
+    od_b: tuple[float, float, float],
+) -> dict[int, list[model.FleetInstance]]:
+    """Running instances left after scale-in (capacity above target only).
+
+    Removes the most expensive per unit first (ties: riskiest, then newest),
+    while capacity stays >= target and on-demand capacity stays >= what the
+    base and percentage require of the remaining capacity.
+    """
+    left = {i: list(v) for i, v in running.items()}
+    cap = sum(float(c.w[i]) * len(v) for i, v in left.items())
+    od_cap = sum(float(c.w[i]) * len(v) for i, v in left.items() if c.is_od[i])
+    if cap <= policy.target:
+        return left
+    b, q, _ = od_b
+    order = sorted(
+        left,
+        key=lambda i: (-float(c.cost[i] / c.w[i]), -float(c.risk[i]), c.pools[i]),
+    )
+    for i in order:
+        w = float(c.w[i])
+        while left[i] and cap - w >= policy.target - 1e-9:
+            new_cap = cap - w
+            new_od = od_cap - w if c.is_od[i] else od_cap
+            if new_od < b * (1 - q) + q * new_cap - 1e-9:
+                break
+            left[i].pop(0)
+            cap, od_cap = new_cap, new_od
+    return left
+
+
+def _diagnose(
+    policy: model.Policy,
+    c: _Pools,
+    elig: I64,
+    sub: I64,
+    od_b: tuple[float, float, float],
+    options: Options,
+) -> str:
+    """Name the constraint that makes the policy infeasible, with figures."""
+    unit = policy.unit.value
+    matching = len(c.pools)
+    if matching == 0:
+        return "instanceRequirements/zones: no pool matches (no priced type in the allowed zones)"
+    if elig.size == 0:
+        reasons = sorted({why.split(" ")[0] for why in c.why_out if why})
+        return "no eligible pool: every matching pool is excluded (" + ", ".join(reasons) + ")"
+    relaxed = _solve(policy, c, sub, od_b, options=options, with_budget=False)
+    if relaxed.status != "infeasible" and policy.budget_per_hour is not None:
+        cheapest = float(sum(c.price[i] * n for i, n in relaxed.x.items()))
+        return f"budgetPerHour {policy.budget_per_hour:.2f} < cheapest feasible {cheapest:.2f}"
+    n_pools = int(elig.size)
+    if policy.min_pools > n_pools:
+        return f"minPools {policy.min_pools} > {n_pools} eligible pools"
+    free = _solve(
+        policy,
+        c,
+        sub,
+        od_b,
+        options=options,
+        with_budget=False,
+        with_share=False,
+        with_min_pools=False,
+    )
+    if free.status != "infeasible":
+        if (
+            _solve(
+                policy, c, sub, od_b, options=options, with_budget=False, with_min_pools=False
+            ).status
+            == "infeasible"
+        ):
+            return (
+                f"maxPoolSharePercent {policy.max_pool_share_pct:g} cannot be met with the "
+                f"{n_pools} eligible pools"
+            )
+        return f"minPools {policy.min_pools} cannot be met with the {n_pools} eligible pools"
+    spot = elig[~c.is_od[elig]]
+    odp = elig[c.is_od[elig]]
+    b, q, _ = od_b
+    if (b > 0 or q > 0) and odp.size == 0:
+        return (
+            f"onDemandBase {policy.on_demand_base:g} {unit} / onDemandPercentageAboveBase "
+            f"{policy.on_demand_percentage_above_base:g}: no eligible on-demand pool"
+        )
+    if q < 1 and spot.size == 0:
+        why = ""
+        if policy.max_spot_price_per_unit_hour is not None:
+            why = f" (maxSpotPricePerUnitHour {policy.max_spot_price_per_unit_hour:g})"
+        return f"spot capacity above the on-demand part needs spot pools: none eligible{why}"
+    return (
+        f"onDemandBase/onDemandPercentageAboveBase: the {unit} split cannot be met with "
+        "the eligible instance sizes"
+    )
+
+
+def _infeasible(
+    policy: model.Policy,
+    fleet: model.Fleet,
+    reason: str,
+    c: _Pools | None = None,
+    stats: plan_mod.PlanStats | None = None,
+) -> plan_mod.Plan:
+    counts = fleet.count_by_pool()
+    rejected: tuple[plan_mod.RejectedPool, ...] = ()
+    if c is not None:
+        rejected = _rejected(policy, c, {}, reason_default=reason)
+    return plan_mod.Plan(
+        outcome="Infeasible",
+        unit=policy.unit,
+        target=policy.target,
+        targets=dict(sorted(counts.items())),
+        binding_constraint=reason,
+        explanation=plan_mod.Explanation(rejected=rejected, notes=(reason,)),
+        stats=stats or plan_mod.PlanStats(),
+    )
+
+
+def _rejected(
+    policy: model.Policy,
+    c: _Pools,
+    x: Mapping[int, int],
+    *,
+    reason_default: str | None = None,
+    pruned: set[int] | None = None,
+) -> tuple[plan_mod.RejectedPool, ...]:
+    """The three cheapest-per-unit candidate pools not in the plan, with why."""
+    if not c.pools:
+        return ()
+    per_unit = c.cost / c.w
+    order = np.lexsort((np.arange(len(c.pools)), per_unit))
+    chosen_max = max((float(per_unit[i]) for i in x), default=math.inf)
+    unit = policy.unit.value
+    out: list[plan_mod.RejectedPool] = []
+    for o in order:
+        i = int(o)
+        if i in x:
+            continue
+        why = c.why_out[i]
+        if why is None:
+            if reason_default is not None:
+                why = reason_default
+            elif pruned is not None and i in pruned:
+                why = (
+                    f"pruned: enough pools of the same size and market are cheaper "
+                    f"(expected ${per_unit[i]:.6f}/{unit}-h)"
+                )
+            elif per_unit[i] > chosen_max + 1e-12:
+                why = (
+                    f"expected ${per_unit[i]:.6f}/{unit}-h, above every chosen pool "
+                    f"(max ${chosen_max:.6f})"
+                )
+            else:
+                why = (
+                    f"cheaper per {unit} (${per_unit[i]:.6f}/{unit}-h) but its size "
+                    f"({c.w[i]:g} {unit}) does not lower the plan's total under the "
+                    "capacity, share and pool-count constraints"
+                )
+        out.append(plan_mod.RejectedPool(c.pools[i], float(c.price[i]), float(c.risk[i]), why))
+        if len(out) == 3:
+            break
+    return tuple(out)
+
+
+def _build(
+    policy: model.Policy,
+    c: _Pools,
+    x: Mapping[int, int],
+    running: Mapping[int, list[model.FleetInstance]],
+    scaled: Mapping[int, list[model.FleetInstance]],
+    not_eligible: list[model.FleetInstance],
+    outcome: plan_mod.Outcome,
+    binding: str | None,
+    stats: plan_mod.PlanStats,
+    notes: list[str],
+    pruned: set[int],
+) -> plan_mod.Plan:
+    launches: list[plan_mod.Launch] = []
+    terms: list[plan_mod.Terminate] = []
+    for inst in sorted(not_eligible, key=lambda s: (s.pool, s.instance_id)):
+        terms.append(plan_mod.Terminate(inst.instance_id, inst.pool, "not-eligible"))
+    for i in sorted(set(x) | set(running), key=lambda i: c.pools[i]):
+        want = x.get(i, 0)
+        have = running.get(i, [])
+        if want > len(have):
+            launches.append(plan_mod.Launch(c.pools[i], want - len(have)))
+        elif want < len(have):
+            after_scale_in = len(scaled.get(i, []))
+            # instances are newest first; scale-in removed the first len(have)-after ones
+            for k, inst in enumerate(have[: len(have) - want]):
+                reason: plan_mod.TerminateReason = (
+                    "scale-in" if k < len(have) - after_scale_in else "rebalance"
+                )
+                terms.append(plan_mod.Terminate(inst.instance_id, inst.pool, reason))
+    cap = {m: 0.0 for m in model.Market}
+    cost = exp = od_eq = 0.0
+    for i, n in x.items():
+        cap[c.pools[i].market] += float(c.w[i]) * n
+        cost += float(c.price[i]) * n
+        exp += float(c.cost[i]) * n
+        od_eq += float(c.od[i]) * n
+    total = sum(cap.values())
+    chosen = tuple(
+        plan_mod.ChosenPool(
+            pool=c.pools[i],
+            count=n,
+            price=float(c.price[i]),
+            risk=float(c.risk[i]),
+            units=float(c.w[i]) * n,
+            share_pct=100.0 * float(c.w[i]) * n / total if total else 0.0,
+        )
+        for i, n in sorted(x.items(), key=lambda kv: c.pools[kv[0]])
+    )
+    if not launches and not terms:
+        outcome = "NoChange" if outcome != "Degraded" else outcome
+    return plan_mod.Plan(
+        outcome=outcome,
+        unit=policy.unit,
+        target=policy.target,
+        targets={c.pools[i]: n for i, n in sorted(x.items(), key=lambda kv: c.pools[kv[0]])},
+        launches=tuple(launches),
+        terminations=tuple(terms),
+        cost_per_hour=cost,
+        expected_cost_per_hour=exp,
+        on_demand_equivalent_per_hour=od_eq,
+        capacity_by_market={m: v for m, v in cap.items() if v > 0},
+        explanation=plan_mod.Explanation(
+            chosen=chosen, rejected=_rejected(policy, c, x, pruned=pruned), notes=tuple(notes)
+        ),
+        binding_constraint=binding,
+        stats=stats,
+    )
