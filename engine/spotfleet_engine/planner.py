@@ -29,8 +29,9 @@ capacity (relaunch, warm-up, lost work). The MILP chooses integer counts
 
 Pruning (exact by exchange, see :func:`_prune`): pools are grouped by
 (market, weight); within a group any pool that at least ``k`` others beat on
-both expected cost and price is dropped, where ``k = ceil(100 / share) +
-minPools`` bounds how many pools of one group an optimal plan can use.
+both expected cost and price is dropped, where ``k = floor(100 / share) + 1``
+(``+ minPools`` instead of ``+ 1`` when the share cap does not already force
+``minPools`` pools) bounds how many pools of one group an optimal plan needs.
 
 Hysteresis: running instances in still-eligible pools are kept (after scale-in,
 which removes the most expensive-per-unit and riskiest first while capacity
@@ -81,10 +82,13 @@ I64 = npt.NDArray[np.int64]
 class Options:
     """Solver knobs. ``prune=False`` solves the MILP over every eligible pool
     (the benchmark's reference); ``node_limit`` bounds branch and bound
-    deterministically (no time limits: they would make plans depend on speed)."""
+    deterministically (no time limits: they would make plans depend on speed).
+    HiGHS presolve is off by default: on the pruned models it costs more than
+    it saves (measured by ``bench/decide.py``)."""
 
     prune: bool = True
     node_limit: int = 20_000
+    presolve: bool = False
 
 
 DEFAULT_OPTIONS = Options()
@@ -192,17 +196,28 @@ def _od_bounds(policy: model.Policy, c: _Pools, elig: I64) -> tuple[float, float
     return b, q, slack
 
 
+def _min_pools_implied(policy: model.Policy) -> bool:
+    """True when the share cap alone forces ``minPools`` pools: each pool holds at
+    most ``share x C``, so at least ``ceil(100 / share)`` pools hold capacity."""
+    return math.ceil(100.0 / policy.max_pool_share_pct - 1e-9) >= policy.min_pools
+
+
 def _prune(policy: model.Policy, c: _Pools, elig: I64, keep_always: set[int]) -> I64:
     """Keep, per (market, weight) group, the pools fewer than ``k`` others beat.
 
     Exchange argument: pools of one group are interchangeable for capacity,
     the on-demand split and the share cap, so an optimal plan that uses a pool
     beaten (cost and price both <=) by ``k`` unused pools of its group can move
-    its instances to one of them. An optimal plan uses at most
-    ``ceil(100/share)`` capped pools + 1 partial + ``minPools - 1`` extra per
-    group, hence ``k = ceil(100/share) + minPools``.
+    its instances to one of them. Moving instances between two partly filled
+    pools of a group never raises the cost, so some optimal plan has at most
+    ``floor(100/share)`` capped pools + 1 partial pool per group, plus up to
+    ``minPools - 1`` more when the pool count (not implied by the share cap)
+    binds: ``k = floor(100/share) + 1`` or ``+ minPools``. Running pools are
+    always kept.
     """
-    k = math.ceil(100.0 / policy.max_pool_share_pct - 1e-9) + policy.min_pools
+    k = math.floor(100.0 / policy.max_pool_share_pct + 1e-9) + (
+        1 if _min_pools_implied(policy) else policy.min_pools
+    )
     use_price = policy.budget_per_hour is not None
     w = np.round(c.w[elig], 6)
     order = np.lexsort((elig, c.price[elig], c.cost[elig], w, c.is_od[elig]))
@@ -266,8 +281,10 @@ def _solve(
     anchors = anchors or {}
     pos = {int(i): j for j, i in enumerate(sub)}
     anchor_pos = sorted((pos[i], cnt) for i, cnt in anchors.items() if cnt > 0)
-    use_min_pools = with_min_pools and policy.min_pools > 1
     use_share = with_share and policy.max_pool_share_pct < 100.0
+    use_min_pools = (
+        with_min_pools and policy.min_pools > 1 and not (use_share and _min_pools_implied(policy))
+    )
     n_y = n if use_min_pools else 0
     n_d = len(anchor_pos) if churn is not None else 0
     n_z = 1 if capacity_floor is not None else 0
@@ -355,7 +372,11 @@ def _solve(
         integrality=integrality,
         bounds=optimize.Bounds(lb, ub),
         constraints=optimize.LinearConstraint(a, np.asarray(r_lo), np.asarray(r_hi)),
-        options={"mip_rel_gap": MIP_REL_GAP, "node_limit": options.node_limit},
+        options={
+            "mip_rel_gap": MIP_REL_GAP,
+            "node_limit": options.node_limit,
+            "presolve": options.presolve,
+        },
     )
     if res.x is None:
         return _Solution("infeasible", {}, math.inf)

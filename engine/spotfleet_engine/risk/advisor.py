@@ -38,9 +38,10 @@ def band_probability(band: int, horizon_hours: float) -> float:
     return float(1.0 - (1.0 - rate) ** (horizon_hours / HOURS_PER_MONTH))
 
 
-@dataclass(frozen=True)
+@dataclass
 class AdvisorBandRisk:
-    """:class:`~spotfleet_engine.risk.protocol.RiskModel` from the advisor band alone."""
+    """:class:`~spotfleet_engine.risk.protocol.RiskModel` from the advisor band alone
+    (a plain dataclass: the protocol declares ``name``/``horizon_hours`` as attributes)."""
 
     horizon_hours: float = 24.0
     name: str = "advisor-band"
