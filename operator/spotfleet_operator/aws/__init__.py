@@ -1,0 +1,1 @@
+"""The only package that imports boto3/botocore: EC2, credentials, error classification."""

@@ -1,0 +1,148 @@
+"""Every Prometheus metric the operator exports, in one place.
+
+Names are ``spotfleet_<what>_<unit>``; labels are ``namespace``, ``policy`` and,
+where it matters, ``market``, ``instance_type``, ``zone`` (bounded by the
+catalog), ``operation``/``code`` (bounded by the EC2 API). Each :class:`Metrics`
+owns its registry, so tests and several operators in one process never collide.
+"""
+
+from __future__ import annotations
+
+import prometheus_client as prom
+
+POLICY = ("namespace", "policy")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The operator's metrics on their own registry."""
+
+    def __init__(self, registry: prom.CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or prom.CollectorRegistry()
+        self.cost = prom.Gauge(
+            "spotfleet_cost_usd_per_hour",
+            "What the running fleet costs, USD/h.",
+            POLICY,
+            registry=r,
+        )
+        self.on_demand_equivalent = prom.Gauge(
+            "spotfleet_on_demand_equivalent_usd_per_hour",
+            "What the same instances would cost on-demand, USD/h.",
+            POLICY,
+            registry=r,
+        )
+        self.savings = prom.Gauge(
+            "spotfleet_savings_ratio",
+            "1 - cost / on-demand equivalent (0..1).",
+            POLICY,
+            registry=r,
+        )
+        self.capacity_desired = prom.Gauge(
+            "spotfleet_capacity_desired_units",
+            "Capacity the plan holds, in the policy's unit.",
+            (*POLICY, "market"),
+            registry=r,
+        )
+        self.capacity_fulfilled = prom.Gauge(
+            "spotfleet_capacity_fulfilled_units",
+            "Capacity running now, in the policy's unit.",
+            (*POLICY, "market"),
+            registry=r,
+        )
+        self.capacity_target = prom.Gauge(
+            "spotfleet_capacity_target_units",
+            "The policy's capacity target, in its unit.",
+            POLICY,
+            registry=r,
+        )
+        self.instances = prom.Gauge(
+            "spotfleet_instances",
+            "Running instances per pool.",
+            (*POLICY, "market", "instance_type", "zone"),
+            registry=r,
+        )
+        self.interruptions = prom.Counter(
+            "spotfleet_interruptions_total",
+            "Spot interruption warnings received for owned instances.",
+            POLICY,
+            registry=r,
+        )
+        self.rebalance_recommendations = prom.Counter(
+            "spotfleet_rebalance_recommendations_total",
+            "Rebalance recommendations received for owned instances.",
+            POLICY,
+            registry=r,
+        )
+        self.launches = prom.Counter(
+            "spotfleet_launches_total",
+            "Instances launched.",
+            (*POLICY, "market"),
+            registry=r,
+        )
+        self.terminations = prom.Counter(
+            "spotfleet_terminations_total",
+            "Instances terminated by the operator.",
+            (*POLICY, "reason"),
+            registry=r,
+        )
+        self.reconcile_duration = prom.Histogram(
+            "spotfleet_reconcile_duration_seconds",
+            "Wall time of one reconcile (observe, decide, act, report).",
+            ("outcome",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.decision_duration = prom.Histogram(
+            "spotfleet_decision_duration_seconds",
+            "Wall time of one planner.decide call.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors = prom.Counter(
+            "spotfleet_reconcile_errors_total",
+            "Reconciles that ended in an error, by reason.",
+            (*POLICY, "reason"),
+            registry=r,
+        )
+        self.aws_calls = prom.Counter(
+            "spotfleet_aws_api_calls_total",
+            "AWS API calls by operation and error code ('' for success).",
+            ("operation", "code"),
+            registry=r,
+        )
+        self.risk = prom.Histogram(
+            "spotfleet_risk_predicted_probability",
+            "Interruption probabilities the risk model gave for the pools a plan chose.",
+            ("model",),
+            buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=r,
+        )
+        self.unavailable_pools = prom.Gauge(
+            "spotfleet_unavailable_pools",
+            "Pools currently marked out of capacity (after InsufficientInstanceCapacity).",
+            registry=r,
+        )
+        self.orphaned_instances = prom.Gauge(
+            "spotfleet_orphaned_instances",
+            "Instances tagged by a SpotPolicy that no longer exists (never terminated silently).",
+            registry=r,
+        )
+
+    def clear_policy(self, namespace: str, policy: str) -> None:
+        """Drop every series of a deleted policy."""
+        for metric in (
+            self.cost,
+            self.on_demand_equivalent,
+            self.savings,
+            self.capacity_target,
+            self.capacity_desired,
+            self.capacity_fulfilled,
+            self.instances,
+        ):
+            for labels in list(metric._metrics):
+                if labels[:2] == (namespace, policy):
+                    metric.remove(*labels)
+
+    def exposition(self) -> bytes:
+        """The text exposition format (what /metrics serves)."""
+        return prom.generate_latest(self.registry)
