@@ -1,0 +1,246 @@
+"""Real spot market data the stand-in cloud replays: prices, placement scores, advisor bands.
+
+Price history comes from a CSV in the ``DescribeSpotPriceHistory`` layout
+(``timestamp,region,availability_zone,instance_type,product_description,spot_price``;
+gzip or plain); by default the bundled 2021 us-east-1 Linux file in
+``spotfleet_engine/data``. Placement scores come from the bundled SpotLake
+snapshot (one snapshot, so scores do not vary with time); advisor bands from the
+bundled Spot Instance Advisor snapshots (latest snapshot per type).
+
+Time is mapped, not shifted silently: a history point at ``t`` is shown at sim
+time ``t + offset`` (see :mod:`spotfleet_sim.layer`). Prices are kept as the
+source strings (USD per instance-hour) so responses repeat them exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import fnmatch
+import gzip
+import importlib.resources
+import io
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moto.ec2.models import availability_zones_and_regions
+
+DEFAULT_PRICES = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
+SPOTLAKE = "spotlake_aws_snapshot_2022-07-12T0420Z_all_types.csv.gz"
+ADVISOR = "spot_advisor_linux_3snapshots.csv.gz"
+ON_DEMAND = "ec2_catalog_ondemand_spotavg_by_region_2024-04.csv.gz"
+
+#: SpotLake records AWS's placement score bucketed to 1..3; we report it on AWS's 1..10 scale.
+SPOTLAKE_TO_AWS_SCORE = {1: 3, 2: 6, 3: 9}
+
+#: Advisor band index -> upper bound of monthly interruption frequency, percent (AWS's ranges).
+ADVISOR_BAND_MAX_PCT = (5.0, 11.0, 16.0, 22.0, 100.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """One ``SpotPrice`` entry; ``at`` is a history timestamp (epoch seconds, UTC)."""
+
+    at: float
+    instance_type: str
+    zone: str
+    product: str
+    price: str
+
+
+def _open_text(path: Path | None, bundled: str) -> Iterator[dict[str, str]]:
+    if path is None:
+        ref = importlib.resources.files("spotfleet_engine").joinpath("data", bundled)
+        raw = ref.read_bytes()
+    else:
+        raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    yield from csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+
+
+def _epoch(text: str) -> float:
+    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+class PriceHistory:
+    """Price changes per pool (type, zone, product description), ascending by time."""
+
+    def __init__(self, region: str, rows: Iterable[PriceRow]) -> None:
+        self.region = region
+        series: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
+        for row in rows:
+            series.setdefault((row.instance_type, row.zone, row.product), []).append(
+                (row.at, row.price)
+            )
+        self._times: dict[tuple[str, str, str], list[float]] = {}
+        self._prices: dict[tuple[str, str, str], list[str]] = {}
+        for key, points in series.items():
+            points.sort()
+            self._times[key] = [p[0] for p in points]
+            self._prices[key] = [p[1] for p in points]
+        if not self._times:
+            raise ValueError("price history is empty")
+        self.first = min(t[0] for t in self._times.values())
+        self.last = max(t[-1] for t in self._times.values())
+
+    @classmethod
+    def load(cls, path: Path | None = None, region: str | None = None) -> PriceHistory:
+        """Load a CSV (the bundled 2021 us-east-1 file when ``path`` is None).
+
+        Rows of other regions than ``region`` (default: the first row's) are dropped.
+        """
+        rows: list[PriceRow] = []
+        chosen = region
+        for rec in _open_text(path, DEFAULT_PRICES):
+            row_region = rec.get("region") or region or "us-east-1"
+            if chosen is None:
+                chosen = row_region
+            if row_region != chosen:
+                continue
+            rows.append(
+                PriceRow(
+                    at=_epoch(rec["timestamp"]),
+                    instance_type=rec["instance_type"],
+                    zone=rec["availability_zone"],
+                    product=rec.get("product_description") or "Linux/UNIX",
+                    price=rec["spot_price"],
+                )
+            )
+        return cls(chosen or "us-east-1", rows)
+
+    def pools(self) -> list[tuple[str, str, str]]:
+        """Every (type, zone, product) with data."""
+        return sorted(self._times)
+
+    def price_at(
+        self, instance_type: str, zone: str, at: float, product: str = "Linux/UNIX"
+    ) -> float | None:
+        """Price in effect at history time ``at`` (USD/h), or None before the first point."""
+        key = (instance_type, zone, product)
+        times = self._times.get(key)
+        if not times:
+            return None
+        i = bisect.bisect_right(times, at) - 1
+        return float(self._prices[key][i]) if i >= 0 else None
+
+    def query(
+        self,
+        start: float,
+        end: float,
+        types: Sequence[str] = (),
+        zones: Sequence[str] = (),
+        products: Sequence[str] = (),
+    ) -> list[PriceRow]:
+        """AWS semantics: every change in (start, end] plus the price in effect at ``start``.
+
+        Patterns in ``types``/``zones``/``products`` may use ``*`` and ``?``; an empty
+        sequence matches everything. Result is newest first, then by type and zone.
+        """
+        out: list[PriceRow] = []
+        if end < start:
+            return out
+        for key in self._times:
+            itype, zone, product = key
+            if not (_match(itype, types) and _match(zone, zones) and _match(product, products)):
+                continue
+            times, prices = self._times[key], self._prices[key]
+            lo = bisect.bisect_right(times, start) - 1
+            lo = max(lo, 0)
+            hi = bisect.bisect_right(times, end)
+            for i in range(lo, hi):
+                out.append(PriceRow(times[i], itype, zone, product, prices[i]))
+        out.sort(key=lambda r: (-r.at, r.instance_type, r.zone, r.product))
+        return out
+
+
+def _match(value: str, patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def zone_ids(region: str) -> dict[str, str]:
+    """Zone name -> zone ID for ``region`` (moto's mapping, e.g. us-east-1a -> use1-az6)."""
+    zones = availability_zones_and_regions.RegionsAndZonesBackend.zones.get(region, [])
+    return {z.name: z.zone_id for z in zones}
+
+
+class PlacementScores:
+    """AWS-scale (1..10) placement score per (region, zone ID, type) from SpotLake."""
+
+    def __init__(self, scores: dict[tuple[str, str, str], int]) -> None:
+        self._scores = scores
+
+    @classmethod
+    def load(cls) -> PlacementScores:
+        scores: dict[tuple[str, str, str], int] = {}
+        for rec in _open_text(None, SPOTLAKE):
+            try:
+                raw = int(float(rec["SPS"]))
+            except ValueError:
+                continue
+            aws = SPOTLAKE_TO_AWS_SCORE.get(raw)
+            if aws is not None:
+                scores[(rec["Region"], rec["AZ"], rec["InstanceType"])] = aws
+        return cls(scores)
+
+    def score(self, region: str, zone_id: str, instance_type: str) -> int | None:
+        """Score 1..10, or None when SpotLake has no entry."""
+        return self._scores.get((region, zone_id, instance_type))
+
+    def regions(self) -> list[str]:
+        """Regions with any score, sorted."""
+        return sorted({r for (r, _z, _t) in self._scores})
+
+    def zone_ids(self, region: str) -> list[str]:
+        """Zone IDs with any score in ``region``, sorted."""
+        return sorted({z for (r, z, _t) in self._scores if r == region})
+
+
+class Advisor:
+    """Spot Instance Advisor band (0..4) per (region, type), latest snapshot."""
+
+    def __init__(self, bands: dict[tuple[str, str], int]) -> None:
+        self._bands = bands
+
+    @classmethod
+    def load(cls) -> Advisor:
+        latest: dict[tuple[str, str], tuple[str, int]] = {}
+        for rec in _open_text(None, ADVISOR):
+            if rec.get("os", "Linux") != "Linux":
+                continue
+            key = (rec["region"], rec["instance_type"])
+            snap = rec["snapshot_date"]
+            if key not in latest or snap > latest[key][0]:
+                latest[key] = (snap, int(rec["interruption_range_index"]))
+        return cls({k: v[1] for k, v in latest.items()})
+
+    def band(self, region: str, instance_type: str) -> int | None:
+        return self._bands.get((region, instance_type))
+
+    def hazard_per_second(self, region: str, instance_type: str) -> float:
+        """Interruption rate (per second) from the band's upper bound per 30-day month.
+
+        Unknown types get the middle band. ``1 - exp(-rate * month) = max_pct / 100``.
+        """
+        band = self.band(region, instance_type)
+        pct = ADVISOR_BAND_MAX_PCT[2 if band is None else band]
+        p = min(pct / 100.0, 0.999)
+        return -math.log(1.0 - p) / (30 * 86400.0)
+
+
+def on_demand_prices(region: str) -> dict[str, float]:
+    """Linux on-demand USD/h per type in ``region`` (bundled 2024-04 catalog)."""
+    out: dict[str, float] = {}
+    for rec in _open_text(None, ON_DEMAND):
+        if rec["region"] == region and rec["ondemand_usd_per_hour"]:
+            try:
+                out[rec["instance_type"]] = float(rec["ondemand_usd_per_hour"])
+            except ValueError:
+                continue
+    return out
