@@ -264,20 +264,22 @@ def _solve(
     with_share: bool = True,
     with_min_pools: bool = True,
     with_od: bool = True,
+    minimise_price: bool = False,
 ) -> _Solution:
     """Solve the MILP over candidate indices ``sub``.
 
     ``anchors`` (candidate index -> count) are lower bounds on running pools;
     with ``churn`` set, up to ``churn`` anchored instances may be given up.
     ``capacity_floor`` switches to degraded mode: capacity >= floor, maximise
-    min(capacity, target) first, then minimise cost.
+    min(capacity, target) first, then minimise cost. ``minimise_price`` uses
+    the price instead of the expected cost as the objective (diagnosis).
     """
     n = len(sub)
     if n == 0:
         return _Solution("infeasible", {}, math.inf)
     target = policy.target
     w = c.w[sub]
-    cost = c.cost[sub]
+    cost = c.price[sub] if minimise_price else c.cost[sub]
     anchors = anchors or {}
     pos = {int(i): j for j, i in enumerate(sub)}
     anchor_pos = sorted((pos[i], cnt) for i, cnt in anchors.items() if cnt > 0)
@@ -570,7 +572,7 @@ def _diagnose(
     if elig.size == 0:
         reasons = sorted({why.split(" ")[0] for why in c.why_out if why})
         return "no eligible pool: every matching pool is excluded (" + ", ".join(reasons) + ")"
-    relaxed = _solve(policy, c, sub, od_b, options=options, with_budget=False)
+    relaxed = _solve(policy, c, elig, od_b, options=options, with_budget=False, minimise_price=True)
     if relaxed.status != "infeasible" and policy.budget_per_hour is not None:
         cheapest = float(sum(c.price[i] * n for i, n in relaxed.x.items()))
         return f"budgetPerHour {policy.budget_per_hour:.2f} < cheapest feasible {cheapest:.2f}"
