@@ -49,11 +49,19 @@ class Rule:
         return out
 
 
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 class ApiModel(pydantic.BaseModel):
     """Base of every spec/status object: camelCase JSON, unknown fields refused, immutable.
 
-    Input keys whose value is ``null`` are dropped before validation, as the
-    Kubernetes API server prunes nulls of non-nullable fields.
+    Validation is strict (no "5" for 5, no "true" for true), like the API server's
+    schema. As the API server does, input keys whose value is ``null`` are dropped
+    (it prunes nulls of non-nullable fields) and integral floats such as ``5.0``
+    are read as integers (its JSON decoder does the same).
     """
 
     model_config = pydantic.ConfigDict(
@@ -63,6 +71,7 @@ class ApiModel(pydantic.BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
+        strict=True,
         use_attribute_docstrings=False,
     )
 
@@ -71,9 +80,9 @@ class ApiModel(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="before")
     @classmethod
-    def _drop_nulls(cls, data: Any) -> Any:
+    def _normalise(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None}
+            return {k: _integral(v) for k, v in data.items() if v is not None}
         return data
 
     @pydantic.model_validator(mode="after")

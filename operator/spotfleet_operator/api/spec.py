@@ -482,6 +482,21 @@ _TAGS_RULE_CEL = (
 )
 
 
+def _image_only(field: str) -> base.Rule:
+    alias = pydantic.alias_generators.to_camel(field)
+
+    def check(s: Launch) -> bool:
+        return s.image_id is not None or getattr(s, field) is None
+
+    return base.Rule(
+        cel=f"!has(self.{alias}) || has(self.imageId)",
+        message=f"{alias} is only valid with imageId (a launch template carries its own)",
+        field_path=f".{alias}",
+        reason="FieldValueForbidden",
+        check=check,
+    )
+
+
 class Launch(base.ApiModel):
     """How instances are launched: an existing launch template, or an image plus settings.
 
@@ -528,25 +543,9 @@ class Launch(base.ApiModel):
             message="exactly one of launchTemplate or imageId must be set",
             check=lambda s: _has(s.launch_template) != _has(s.image_id),
         ),
-        base.Rule(
-            cel=(
-                "has(self.imageId) || (!has(self.securityGroupIds) && "
-                "!has(self.instanceProfileName) && !has(self.userDataSecretRef))"
-            ),
-            message=(
-                "securityGroupIds, instanceProfileName and userDataSecretRef are only valid "
-                "with imageId (a launch template carries its own)"
-            ),
-            field_path=".launchTemplate",
-            reason="FieldValueForbidden",
-            check=lambda s: (
-                _has(s.image_id)
-                or not (
-                    _has(s.security_group_ids)
-                    or _has(s.instance_profile_name)
-                    or _has(s.user_data_secret_ref)
-                )
-            ),
+        *(
+            _image_only(field)
+            for field in ("security_group_ids", "instance_profile_name", "user_data_secret_ref")
         ),
         base.Rule(
             cel=_TAGS_RULE_CEL,

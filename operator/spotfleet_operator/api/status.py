@@ -25,6 +25,8 @@ Amount = Annotated[str, pydantic.StringConstraints(pattern=AMOUNT_PATTERN, max_l
 Percent = Annotated[str, pydantic.StringConstraints(pattern=PERCENT_PATTERN, max_length=9)]
 Reason = Annotated[str, pydantic.StringConstraints(pattern=REASON_PATTERN, max_length=1024)]
 Message = Annotated[str, pydantic.StringConstraints(max_length=32_768)]
+#: RFC 3339 time; parsed from strings too (strict mode would only take datetime objects).
+Time = Annotated[datetime, pydantic.Field(strict=False)]
 ConditionStatus = Literal["True", "False", "Unknown"]
 MarketName = Literal["spot", "on-demand"]
 
@@ -45,7 +47,7 @@ class Condition(base.ApiModel):
     observed_generation: int | None = pydantic.Field(
         default=None, ge=0, description="The spec generation this condition was computed from."
     )
-    last_transition_time: datetime = pydantic.Field(
+    last_transition_time: Time = pydantic.Field(
         description="When `status` last changed (not when the condition was last written)."
     )
 
@@ -114,7 +116,7 @@ class Alternative(base.ApiModel):
 class Decision(base.ApiModel):
     """The planner's most recent decision."""
 
-    time: datetime = pydantic.Field(description="When it was made.")
+    time: Time = pydantic.Field(description="When it was made.")
     summary: Annotated[str, pydantic.StringConstraints(max_length=4096)] = pydantic.Field(
         description="What was decided and why, in one paragraph."
     )
@@ -129,7 +131,7 @@ class Decision(base.ApiModel):
 class LastError(base.ApiModel):
     """The most recent error the operator hit for this policy."""
 
-    time: datetime = pydantic.Field(description="When it happened.")
+    time: Time = pydantic.Field(description="When it happened.")
     reason: Reason = pydantic.Field(description="CamelCase classification.")
     message: Message = pydantic.Field(description="Detail (never contains credentials).")
 
