@@ -1,0 +1,275 @@
+"""Capacity, allocation strategies and idempotency of the stand-in cloud, over plain boto3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from spotfleet_sim import client as sim_client
+from tests.fixtures.cloud import Cloud
+
+pytestmark = pytest.mark.integration
+
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+
+
+def _template(ec2: Any, name: str = "sim-fleet") -> str:
+    return str(
+        ec2.create_launch_template(
+            LaunchTemplateName=name,
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+    )
+
+
+def _fleet(ec2: Any, template_id: str, overrides: list[dict[str, Any]], **extra: Any) -> Any:
+    args: dict[str, Any] = {
+        "Type": "instant",
+        "LaunchTemplateConfigs": [
+            {
+                "LaunchTemplateSpecification": {
+                    "LaunchTemplateId": template_id,
+                    "Version": "$Latest",
+                },
+                "Overrides": overrides,
+            }
+        ],
+        "TargetCapacitySpecification": {
+            "TotalTargetCapacity": 4,
+            "DefaultTargetCapacityType": "spot",
+        },
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": [{"Key": "spotfleet.io/policy", "Value": "p1"}]}
+        ],
+    }
+    args.update(extra)
+    return ec2.create_fleet(**args)
+
+
+def _spot_prices(ec2: Any, instance_type: str) -> dict[str, float]:
+    now = ec2.describe_spot_price_history(InstanceTypes=[instance_type], MaxResults=5)
+    assert now["SpotPriceHistory"]
+    latest: dict[str, float] = {}
+    for row in ec2.describe_spot_price_history(InstanceTypes=[instance_type])["SpotPriceHistory"]:
+        latest.setdefault(row["AvailabilityZone"], float(row["SpotPrice"]))  # newest first
+    return latest
+
+
+def _instances(ec2: Any, ids: list[str]) -> list[dict[str, Any]]:
+    res = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    return [i for r in res for i in r["Instances"]]
+
+
+def test_marked_pool_yields_errors_and_the_fleet_lands_on_the_next_cheapest(
+    cloud_reset: Cloud,
+) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.set_clock(speed=0)
+    prices = _spot_prices(ec2, "m5.large")
+    ranked = sorted((z for z in ZONES if z in prices), key=lambda z: prices[z])
+    cheapest, runner_up = ranked[0], ranked[1]
+    tid = _template(ec2)
+    overrides = [{"InstanceType": "m5.large", "AvailabilityZone": z} for z in ZONES]
+
+    first = _fleet(ec2, tid, overrides, SpotOptions={"AllocationStrategy": "lowest-price"})
+    assert first["Errors"] == []
+    assert [
+        i["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"] for i in first["Instances"]
+    ] == [cheapest]
+
+    cloud_reset.client.mark_unavailable(sim_client.Pool("m5.large", cheapest, "spot"))
+    fleet = _fleet(ec2, tid, overrides, SpotOptions={"AllocationStrategy": "lowest-price"})
+    assert len(fleet["Errors"]) == 1
+    err = fleet["Errors"][0]
+    assert err["ErrorCode"] == "InsufficientInstanceCapacity"
+    assert err["Lifecycle"] == "spot"
+    assert err["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"] == cheapest
+    assert cheapest in err["ErrorMessage"]
+    assert len(fleet["Instances"]) == 1
+    landed = fleet["Instances"][0]
+    assert landed["Lifecycle"] == "spot" and landed["InstanceType"] == "m5.large"
+    assert landed["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"] == runner_up
+    assert (
+        landed["LaunchTemplateAndOverrides"]["LaunchTemplateSpecification"]["LaunchTemplateId"]
+        == tid
+    )
+    described = _instances(ec2, landed["InstanceIds"])
+    assert len(described) == 4
+    for inst in described:
+        assert inst["InstanceLifecycle"] == "spot"
+        assert inst["Placement"]["AvailabilityZone"] == runner_up
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags["spotfleet.io/policy"] == "p1"
+        assert tags["aws:ec2:fleet-id"] == fleet["FleetId"]
+
+    # the on-demand market of the same pool is untouched by a spot-only mark
+    od = _fleet(
+        ec2,
+        tid,
+        [{"InstanceType": "m5.large", "AvailabilityZone": cheapest}],
+        TargetCapacitySpecification={
+            "TotalTargetCapacity": 1,
+            "DefaultTargetCapacityType": "on-demand",
+        },
+    )
+    assert od["Errors"] == [] and od["Instances"][0]["Lifecycle"] == "on-demand"
+    assert "InstanceLifecycle" not in _instances(ec2, od["Instances"][0]["InstanceIds"])[0]
+
+
+def test_allocation_strategies_differ_as_aws_documents(cloud_reset: Cloud) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.set_clock(speed=0)
+    tid = _template(ec2)
+    overrides = [{"InstanceType": "m5.large", "AvailabilityZone": z} for z in ZONES]
+
+    diversified = _fleet(ec2, tid, overrides, SpotOptions={"AllocationStrategy": "diversified"})
+    assert (
+        sorted(
+            i["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"]
+            for i in diversified["Instances"]
+        )
+        == ZONES
+    )
+    assert all(len(i["InstanceIds"]) == 1 for i in diversified["Instances"])
+
+    two_pools = _fleet(
+        ec2,
+        tid,
+        overrides,
+        SpotOptions={"AllocationStrategy": "lowest-price", "InstancePoolsToUseCount": 2},
+    )
+    prices = _spot_prices(ec2, "m5.large")
+    two_cheapest = sorted(sorted(ZONES, key=lambda z: prices[z])[:2])
+    assert (
+        sorted(
+            i["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"]
+            for i in two_pools["Instances"]
+        )
+        == two_cheapest
+    )
+
+    # weighted capacity: 4 units of m5.xlarge (weight 2) is 2 instances
+    weighted = _fleet(
+        ec2,
+        tid,
+        [{"InstanceType": "m5.xlarge", "AvailabilityZone": "us-east-1b", "WeightedCapacity": 2.0}],
+        SpotOptions={"AllocationStrategy": "capacity-optimized"},
+    )
+    assert len(weighted["Instances"][0]["InstanceIds"]) == 2
+
+    # split on-demand base + spot
+    mixed = _fleet(
+        ec2,
+        tid,
+        overrides,
+        TargetCapacitySpecification={
+            "TotalTargetCapacity": 3,
+            "OnDemandTargetCapacity": 1,
+            "DefaultTargetCapacityType": "spot",
+        },
+    )
+    by_market: dict[str, int] = {}
+    for inst in mixed["Instances"]:
+        by_market[inst["Lifecycle"]] = by_market.get(inst["Lifecycle"], 0) + len(
+            inst["InstanceIds"]
+        )
+    assert by_market == {"on-demand": 1, "spot": 2}
+
+
+def test_every_pool_marked_gives_only_errors(cloud_reset: Cloud) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    tid = _template(ec2)
+    cloud_reset.client.mark_unavailable(
+        *(sim_client.Pool("m5.large", z, "spot") for z in ZONES[:2])
+    )
+    fleet = _fleet(
+        ec2,
+        tid,
+        [{"InstanceType": "m5.large", "AvailabilityZone": z} for z in ZONES[:2]],
+        SpotOptions={"AllocationStrategy": "price-capacity-optimized"},
+    )
+    assert fleet["Instances"] == []
+    assert (
+        sorted(
+            e["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"]
+            for e in fleet["Errors"]
+        )
+        == ZONES[:2]
+    )
+    assert {e["ErrorCode"] for e in fleet["Errors"]} == {"InsufficientInstanceCapacity"}
+    cloud_reset.client.mark_available(sim_client.Pool("m5.large", ZONES[0], "spot"))
+    assert cloud_reset.client.unavailable() == [sim_client.Pool("m5.large", ZONES[1], "spot")]
+
+
+def test_run_instances_into_a_marked_pool_fails_with_insufficient_capacity(
+    cloud_reset: Cloud,
+) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.mark_unavailable(sim_client.Pool("c5.large", "us-east-1a"))
+    spot = {"MarketType": "spot"}
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="c5.large",
+            Placement={"AvailabilityZone": "us-east-1a"},
+            InstanceMarketOptions=spot,
+        )
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    ok = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="c5.large",
+        Placement={"AvailabilityZone": "us-east-1b"},
+        InstanceMarketOptions=spot,
+    )
+    assert ok["Instances"][0]["InstanceLifecycle"] == "spot"
+    assert ok["Instances"][0]["Placement"]["AvailabilityZone"] == "us-east-1b"
+    # a subnet in the marked zone is the same pool
+    subnet = next(
+        s["SubnetId"]
+        for s in ec2.describe_subnets()["Subnets"]
+        if s["AvailabilityZone"] == "us-east-1a"
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="c5.large", SubnetId=subnet
+        )
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+
+
+def _count(ec2: Any) -> int:
+    return sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"])
+
+
+def test_repeated_client_token_launches_nothing_new(cloud_reset: Cloud) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    run = {"ImageId": "ami-12c6146b", "MinCount": 2, "MaxCount": 2, "InstanceType": "t3.micro"}
+    first = ec2.run_instances(ClientToken="run-token-1", **run)
+    again = ec2.run_instances(ClientToken="run-token-1", **run)
+    assert [i["InstanceId"] for i in again["Instances"]] == [
+        i["InstanceId"] for i in first["Instances"]
+    ]
+    assert again["ReservationId"] == first["ReservationId"]
+    assert _count(ec2) == 2
+
+    tid = _template(ec2)
+    overrides = [{"InstanceType": "m5.large", "AvailabilityZone": "us-east-1b"}]
+    f1 = _fleet(ec2, tid, overrides, ClientToken="fleet-token-1")
+    f2 = _fleet(ec2, tid, overrides, ClientToken="fleet-token-1")
+    assert f2["FleetId"] == f1["FleetId"]
+    assert f2["Instances"] == f1["Instances"]
+    assert _count(ec2) == 2 + 4
+
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.run_instances(ClientToken="run-token-1", **{**run, "InstanceType": "t3.small"})
+    assert err.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    assert _count(ec2) == 6
+    replays = [
+        c for c in cloud_reset.client.calls() if c.detail == "idempotent replay of ClientToken"
+    ]
+    assert [c.operation for c in replays] == ["RunInstances", "CreateFleet"]
