@@ -26,6 +26,9 @@ def _merge(outer: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
             continue
         if k == "x-kubernetes-validations" and k in out:
             out[k] = [*out[k], *v]
+        elif k == "description" and out.get("description") and out["description"] != v:
+            # the field's own words first, then the type's docstring
+            out[k] = f"{v.rstrip()} {out['description']}"
         else:
             out[k] = v
     return out
