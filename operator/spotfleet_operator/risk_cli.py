@@ -1,0 +1,432 @@
+"""The I/O edge of the risk model: read price/advisor/trace files, run train and evaluate.
+
+``spotfleet train`` and ``spotfleet evaluate`` (in :mod:`spotfleet_operator.cli`)
+are thin shells over :func:`train_command` and :func:`evaluate_command`. All
+file reading for training lives here; the engine's ``risk`` package is pure.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import importlib.resources
+import io
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from spotfleet_engine.risk import dataset, features
+
+BUNDLED_PRICES = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
+BUNDLED_PRICES_2023 = "spot_price_history_us-east-1_c5a.2xlarge_2023-11-11_to_2023-12-30.csv.gz"
+BUNDLED_PRICES_2015 = "spot_price_history_us-east-1_2015-03-11_to_2015-08-31_15series.csv.gz"
+BUNDLED_ADVISOR = "spot_advisor_linux_3snapshots.csv.gz"
+BUNDLED_SKYPILOT_INDEX = "skypilot_spot_traces_index.csv.gz"
+BUNDLED_SKYPILOT_SEGMENTS = "skypilot_spot_traces_segments.csv.gz"
+
+
+def bundled_path(name: str) -> Path:
+    """Filesystem path of a bundled data file (the package is installed as files)."""
+    return Path(str(importlib.resources.files("spotfleet_engine").joinpath("data", name)))
+
+
+def _open_text(path: Path) -> IO[str]:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return io.StringIO(raw.decode("utf-8"))
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, str]]:
+    with _open_text(path) as fh:
+        yield from csv.DictReader(fh)
+
+
+def hours_of(ts: str) -> float:
+    """ISO-8601 timestamp (naive = UTC) -> hours since the Unix epoch."""
+    dt = datetime.fromisoformat(ts.strip().replace("Z", "+00:00").replace(" ", "T"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp() / 3600.0
+
+
+def load_prices(
+    paths: Sequence[Path], region: str | None = "us-east-1"
+) -> tuple[features.PriceEvents, float, float]:
+    """Read DescribeSpotPriceHistory-style CSVs (gzip or plain) into price events.
+
+    Needs columns ``timestamp``, ``availability_zone``, ``instance_type``,
+    ``spot_price``; keeps Linux rows when a ``product_description``/``os`` column
+    exists, and ``region`` rows when given. Returns (events, first hour, last hour).
+    """
+    acc: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for path in paths:
+        for r in _csv_rows(path):
+            os_name = r.get("product_description") or r.get("os") or "Linux/UNIX"
+            if not os_name.startswith("Linux"):
+                continue
+            zone = r["availability_zone"]
+            if region is not None and r.get("region", region) != region:
+                continue
+            hs, ps = acc.setdefault((r["instance_type"], zone), ([], []))
+            hs.append(hours_of(r["timestamp"]))
+            ps.append(float(r["spot_price"]))
+    if not acc:
+        raise ValueError(f"no Linux spot price rows in {[str(p) for p in paths]}")
+    series = [(k[0], k[1], v[0], v[1]) for k, v in sorted(acc.items())]
+    ev = features.events_from_series(series)
+    return ev, float(ev.hours.min()), float(ev.hours.max())
+
+
+def load_advisor(paths: Sequence[Path], region: str = "us-east-1") -> dataset.AdvisorSnapshots:
+    """Advisor snapshots for ``region`` (Linux) from the flattened CSV
+    (``snapshot_date`` column) or AWS's raw ``spot-advisor-data.json`` (dated by
+    a ``YYYY-MM-DD`` in its file name, else by the file's modification time)."""
+    out: dict[float, dict[str, tuple[int, float]]] = {}
+    for path in paths:
+        name = path.name
+        if name.endswith((".json", ".json.gz")):
+            with _open_text(path) as fh:
+                doc: dict[str, Any] = json.load(fh)
+            stamp = _date_in_name(name)
+            when = hours_of(stamp) if stamp else path.stat().st_mtime / 3600.0
+            linux = doc.get("spot_advisor", {}).get(region, {}).get("Linux", {})
+            snap = out.setdefault(when, {})
+            for itype, entry in linux.items():
+                snap[itype] = (int(entry["r"]), float(entry["s"]))
+        else:
+            for r in _csv_rows(path):
+                if r["region"] != region or r.get("os", "Linux") != "Linux":
+                    continue
+                snap = out.setdefault(hours_of(r["snapshot_date"]), {})
+                snap[r["instance_type"]] = (
+                    int(r["interruption_range_index"]),
+                    float(r["savings_pct_vs_ondemand"]),
+                )
+    return out
+
+
+def _date_in_name(name: str) -> str | None:
+    import re
+
+    m = re.search(r"(\d{4}-\d{2}-\d{2})", name)
+    return m.group(1) if m else None
+
+
+def load_skypilot_traces(
+    index_path: Path, segments_path: Path
+) -> list[
+    tuple[
+        dict[str, str], np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]
+    ]
+]:
+    """Single-node AWS SkyPilot traces: (index row, tick times in s, value per tick)."""
+    index = {r["trace_id"]: r for r in _csv_rows(index_path)}
+    segs: dict[str, list[tuple[int, int, float]]] = {}
+    for r in _csv_rows(segments_path):
+        segs.setdefault(r["trace_id"], []).append(
+            (int(r["start_tick"]), int(r["end_tick_exclusive"]), float(r["value"]))
+        )
+    out = []
+    for tid, row in sorted(index.items()):
+        if row["cloud"] != "aws" or row["nodes"] != "1-node":
+            continue
+        gap = float(row["gap_seconds"])
+        n = int(row["n_ticks"])
+        value = np.zeros(n)
+        for a, b, v in segs.get(tid, []):
+            value[a:b] = v
+        out.append((row, np.arange(n, dtype=np.float64) * gap, value))
+    return out
+
+
+# --------------------------------------------------------------------------
+# train / evaluate
+# --------------------------------------------------------------------------
+
+#: The issue's split of the 2021 us-east-1 history (UTC dates).
+TRAIN_END = "2021-05-01"
+VAL_END = "2021-05-10"
+#: Hours of history before the first training row (the longest trailing window).
+WARMUP_H = 168.0
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _data_entries(paths: Sequence[Path], role: str) -> list[dict[str, str]]:
+    return [{"role": role, "file": p.name, "sha256": sha256_of(p)} for p in paths]
+
+
+def _advisor_paths(advisor: Sequence[Path] | None) -> list[Path]:
+    return list(advisor) if advisor else [bundled_path(BUNDLED_ADVISOR)]
+
+
+def build_source_rows(
+    prices: Sequence[Path],
+    advisor_paths: Sequence[Path],
+    horizon_h: float,
+    threshold: float,
+    region: str = "us-east-1",
+) -> tuple[dataset.Rows, float, float]:
+    """Feature rows with labels for one price source (every whole hour after the warm-up)."""
+    from spotfleet_engine import catalog
+
+    ev, first, last = load_prices(prices, region)
+    adv = load_advisor(advisor_paths, region)
+    cat = catalog.load_bundled(region)
+    rows = dataset.build_rows(
+        ev, cat, adv, first + WARMUP_H, last, last, horizon_h=horizon_h, threshold=threshold
+    )
+    return rows, first, last
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def train_command(
+    prices: Sequence[Path] | None,
+    advisor: Sequence[Path] | None,
+    out: Path,
+    horizon_h: float = 24.0,
+    threshold: float = 0.05,
+    seed: int = 0,
+    nthread: int = 2,
+    rounds: int | None = None,
+    train_end: str = TRAIN_END,
+    val_end: str = VAL_END,
+) -> dict[str, Any]:
+    """``spotfleet train``: build rows, train, calibrate, measure, write the artifact."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from spotfleet_engine.risk import train
+
+    console = _console()
+    price_paths = list(prices) if prices else [bundled_path(BUNDLED_PRICES)]
+    adv_paths = _advisor_paths(advisor)
+    console.print(f"reading {', '.join(p.name for p in price_paths)}")
+    rows, _first, _last = build_source_rows(price_paths, adv_paths, horizon_h, threshold)
+    console.print(
+        f"{rows.y.size:,} pool-hours, {int(rows.y.sum()):,} positives "
+        f"({100 * rows.y.mean():.2f} %) for a >= {100 * threshold:g} % rise within {horizon_h:g} h"
+    )
+    split = train.Split(
+        train_end=hours_of(train_end),
+        val_start=hours_of(train_end),
+        val_end=hours_of(val_end),
+        test_start=hours_of(val_end),
+        horizon_h=horizon_h,
+    )
+    n_rounds = rounds or train.DEFAULT_ROUNDS
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("boosting rounds", total=n_rounds)
+        artifact, _val, test = train.train_model(
+            rows,
+            split,
+            {"kind": "price_spike", "horizon_hours": horizon_h, "threshold": threshold},
+            _data_entries(price_paths, "prices") + _data_entries(adv_paths, "advisor"),
+            rounds=n_rounds,
+            seed=seed,
+            nthread=nthread,
+            on_round=lambda i: progress.update(task, completed=i),
+            on_stage=lambda s: progress.console.print(s),
+        )
+    out.write_text(json.dumps(artifact, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    m = artifact["metrics"]
+    console.print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {artifact['n_trees']} trees); test "
+        f"AP {m.get('average_precision', float('nan')):.4f} AUC {m.get('auc', float('nan')):.4f} "
+        f"ECE {m.get('ece', float('nan')):.4f}"
+    )
+    if test:
+        _print_table(console, "test weeks", test)
+    return artifact
+
+
+def _print_table(console: Any, title: str, results: dict[str, dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("model", "AUC", "AP", "Brier", "ECE", "rows", "base rate"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in results.items():
+        table.add_row(
+            name,
+            f"{m['auc']:.4f}",
+            f"{m['average_precision']:.4f}",
+            f"{m['brier']:.5f}",
+            f"{m['ece']:.4f}",
+            f"{m['rows']:,}",
+            f"{100 * m['base_rate']:.2f} %",
+        )
+    console.print(table)
+    if "xgboost" in results:
+        cal = Table(title=f"{title}: calibration (xgboost)")
+        for col in ("bin", "rows", "mean predicted", "observed"):
+            cal.add_column(col, justify="right")
+        for r in results["xgboost"]["calibration"]:
+            cal.add_row(
+                f"[{r['lo']:.3f}, {r['hi']:.3f})",
+                f"{int(r['n']):,}",
+                f"{r['mean_predicted']:.4f}",
+                f"{r['observed_rate']:.4f}",
+            )
+        console.print(cal)
+
+
+def _source_name(paths: Sequence[Path]) -> str:
+    return "+".join(p.name.split(".csv")[0] for p in paths)
+
+
+def evaluate_command(
+    model_path: Path | None,
+    prices: Sequence[Path] | None,
+    advisor: Sequence[Path] | None,
+    report: Path,
+    png: Path | None,
+    nthread: int = 2,
+) -> dict[str, Any]:
+    """``spotfleet evaluate``: model vs baselines on each price source, JSON report + PNG.
+
+    A source that covers the artifact's test window is scored on the test
+    window only; any other source (another period) is scored on all its rows.
+    With no ``prices``: the bundled 2021 history (test weeks), the 2023
+    c5a.2xlarge series and the 2015 auction-era series, side by side.
+    """
+    from rich.progress import Progress
+
+    from spotfleet_engine.risk import train, xgb
+
+    console = _console()
+    if model_path is None:
+        model = xgb.load_bundled(nthread=nthread)
+        model_name = "bundled"
+    else:
+        model = xgb.load(model_path.read_text(encoding="utf-8"), nthread=nthread)
+        model_name = str(model_path)
+    art = model.artifact
+    baselines = train.Baselines.from_json(art["baselines"])
+    split = art["training_window"]
+    horizon = float(art["label"]["horizon_hours"])
+    threshold = float(art["label"]["threshold"])
+    sources = (
+        [[p] for p in prices]
+        if prices
+        else [
+            [bundled_path(BUNDLED_PRICES)],
+            [bundled_path(BUNDLED_PRICES_2023)],
+            [bundled_path(BUNDLED_PRICES_2015)],
+        ]
+    )
+    adv_paths = _advisor_paths(advisor)
+    out: dict[str, Any] = {
+        "model": model_name,
+        "model_name": art["name"],
+        "label": art["label"],
+        "artifact_metrics": art["metrics"],
+        "sources": {},
+    }
+    curves: dict[str, dict[str, tuple[Any, Any]]] = {}
+    with Progress(console=console) as progress:
+        task = progress.add_task("evaluating sources", total=len(sources))
+        for paths in sources:
+            name = _source_name(paths)
+            progress.update(task, description=f"evaluating {name[:40]}")
+            rows, first, last = build_source_rows(paths, adv_paths, horizon, threshold)
+            window = "all rows"
+            if first <= split["test_start"] <= last:
+                rows = rows.select(rows.t >= split["test_start"])
+                window = "test weeks (t >= test_start)"
+            res = train.evaluate(model, baselines, rows) if rows.y.sum() else {}
+            out["sources"][name] = {
+                "window": window,
+                "rows": int(rows.y.size),
+                "positives": int(rows.y.sum()),
+                "results": res,
+            }
+            if res:
+                curves[name] = {
+                    "xgboost": (rows.y, model.predict_features(rows.x)),
+                    **{k: (rows.y, v) for k, v in baselines.predict(rows.x).items()},
+                }
+            progress.advance(task)
+    for name, src in out["sources"].items():
+        if src["results"]:
+            _print_table(console, f"{name} — {src['window']}", src["results"])
+        else:
+            console.print(f"{name}: no positive rows, nothing to score")
+    report.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    console.print(f"wrote {report}")
+    if png is not None and curves:
+        plot_curves(curves, png)
+        console.print(f"wrote {png}")
+    return out
+
+
+def plot_curves(curves: dict[str, dict[str, tuple[Any, Any]]], png: Path) -> None:
+    """ROC and calibration curves, one row of panels per source (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # matplotlib is a dev extra
+        raise RuntimeError("the PNG needs matplotlib: pip install 'spotfleet[dev]'") from exc
+    from spotfleet_engine.risk import metrics
+
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.5 * len(curves)), squeeze=False)
+    for row, (src, by_model) in enumerate(curves.items()):
+        ax_roc, ax_cal = axes[row]
+        for name, (y, p) in by_model.items():
+            fpr, tpr = _roc_points(np.asarray(y), np.asarray(p))
+            ax_roc.plot(fpr, tpr, label=f"{name} (AUC {metrics.roc_auc(y, p):.3f})")
+            table = metrics.calibration_table(y, p)
+            ax_cal.plot(
+                [r["mean_predicted"] for r in table],
+                [r["observed_rate"] for r in table],
+                marker="o",
+                label=name,
+            )
+        ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax_roc.set(
+            title=f"ROC — {src[:60]}", xlabel="false positive rate", ylabel="true positive rate"
+        )
+        ax_roc.legend(fontsize=7, loc="lower right")
+        ax_cal.plot([1e-4, 1], [1e-4, 1], color="grey", lw=0.5)
+        ax_cal.set(
+            title="calibration (fixed bins)",
+            xlabel="mean predicted probability",
+            ylabel="observed rate",
+            xscale="log",
+            yscale="log",
+        )
+        ax_cal.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def _roc_points(y: Any, p: Any) -> tuple[Any, Any]:
+    order = np.argsort(-p, kind="mergesort")
+    ys = y[order] > 0.5
+    tp = np.r_[0, np.cumsum(ys)]
+    fp = np.r_[0, np.cumsum(~ys)]
+    step = max(1, tp.size // 2000)
+    return fp[::step] / max(fp[-1], 1), tp[::step] / max(tp[-1], 1)
