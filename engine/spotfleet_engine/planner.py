@@ -275,8 +275,9 @@ def _solve(
     the price instead of the expected cost as the objective (diagnosis).
     """
     n = len(sub)
-    if n == 0:
-        return _Solution("infeasible", {}, math.inf)
+    if n == 0:  # nothing to plan with: only an empty plan can be valid
+        need = policy.target if capacity_floor is None else capacity_floor
+        return _Solution("optimal", {}, 0.0) if need <= 0 else _Solution("infeasible", {}, math.inf)
     target = policy.target
     w = c.w[sub]
     cost = c.price[sub] if minimise_price else c.cost[sub]
@@ -437,34 +438,34 @@ def decide(
 
     fresh = _solve(policy, c, sub, od_b, options=options)
     notes: list[str] = []
+    floor: float | None = None
+    binding: str | None = None
+    outcome: plan_mod.Outcome = "Optimal" if fresh.status == "optimal" else "Feasible"
     if fresh.status == "infeasible":
-        reason = _diagnose(policy, c, elig, sub, od_b, options)
+        binding = _diagnose(policy, c, elig, sub, od_b, options)
         if policy.min_capacity is not None and policy.min_capacity < policy.target:
-            deg = _solve(policy, c, sub, od_b, options=options, capacity_floor=policy.min_capacity)
-            if deg.status != "infeasible":
-                return _build(
-                    policy,
-                    c,
-                    deg.x,
-                    running,
-                    scaled,
-                    not_eligible,
-                    "Degraded",
-                    reason,
-                    stats,
-                    [],
-                    pruned,
-                )
-        return _infeasible(policy, fleet, reason, c, stats)
+            floor = policy.min_capacity
+            fresh = _solve(policy, c, sub, od_b, options=options, capacity_floor=floor)
+        if fresh.status == "infeasible":
+            return _infeasible(policy, fleet, binding, c, stats)
+        outcome = "Degraded"
 
     chosen = fresh
-    outcome: plan_mod.Outcome = "Optimal" if fresh.status == "optimal" else "Feasible"
     if kept:
-        anchored = _solve(policy, c, sub, od_b, options=options, anchors=kept)
+        anchored = _solve(policy, c, sub, od_b, options=options, anchors=kept, capacity_floor=floor)
         budget = max(0, policy.max_replacements_per_hour - fleet.replacements_last_hour)
         moved: _Solution | None = None
         if policy.rebalance_enabled and budget > 0:
-            moved = _solve(policy, c, sub, od_b, options=options, anchors=kept, churn=budget)
+            moved = _solve(
+                policy,
+                c,
+                sub,
+                od_b,
+                options=options,
+                anchors=kept,
+                churn=budget,
+                capacity_floor=floor,
+            )
             if moved.status == "infeasible":
                 moved = None
         if anchored.status == "infeasible":
@@ -480,7 +481,9 @@ def decide(
                 )
             chosen = moved
             notes.append("running capacity moved: keeping it would violate the policy")
-        elif moved is not None and _worth_moving(policy, c, kept, anchored, moved):
+        elif (
+            floor is None and moved is not None and _worth_moving(policy, c, kept, anchored, moved)
+        ):
             chosen = moved
             notes.append(
                 f"rebalance saves {_pct(anchored.objective, moved.objective):.1f}% "
@@ -488,16 +491,16 @@ def decide(
             )
         else:
             chosen = anchored
-            if moved is not None and moved.objective < anchored.objective - 1e-12:
+            if floor is None and moved is not None and moved.objective < anchored.objective - 1e-12:
                 notes.append(
                     f"kept running capacity: moving saves "
                     f"{_pct(anchored.objective, moved.objective):.2f}%, not more than "
                     f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
                 )
-        if chosen.objective > fresh.objective * (1 + MIP_REL_GAP) + 1e-9:
+        if outcome != "Degraded" and chosen.objective > fresh.objective * (1 + MIP_REL_GAP) + 1e-9:
             outcome = "Feasible"
     return _build(
-        policy, c, chosen.x, running, scaled, not_eligible, outcome, None, stats, notes, pruned
+        policy, c, chosen.x, running, scaled, not_eligible, outcome, binding, stats, notes, pruned
     )
 
 
@@ -531,15 +534,19 @@ def _scale_in(
     """Running instances left after scale-in (capacity above target only).
 
     Removes the most expensive per unit first (ties: riskiest, then newest),
-    while capacity stays >= target and on-demand capacity stays >= what the
-    base and percentage require of the remaining capacity.
+    one instance at a time, while capacity stays >= target, on-demand capacity
+    stays >= what the base and percentage require of the remaining capacity,
+    no pool exceeds the share cap and the pool count stays >= minPools (so
+    scale-in never forces a launch elsewhere).
     """
     left = {i: list(v) for i, v in running.items()}
-    cap = sum(float(c.w[i]) * len(v) for i, v in left.items())
-    od_cap = sum(float(c.w[i]) * len(v) for i, v in left.items() if c.is_od[i])
+    units = {i: float(c.w[i]) * len(v) for i, v in left.items()}
+    cap = sum(units.values())
+    od_cap = sum(u for i, u in units.items() if c.is_od[i])
     if cap <= policy.target:
         return left
     b, q, _ = od_b
+    share = policy.max_pool_share_pct / 100.0
     order = sorted(
         left,
         key=lambda i: (-float(c.cost[i] / c.w[i]), -float(c.risk[i]), c.pools[i]),
@@ -550,6 +557,12 @@ def _scale_in(
             new_cap = cap - w
             new_od = od_cap - w if c.is_od[i] else od_cap
             if new_od < b * (1 - q) + q * new_cap - 1e-9:
+                break
+            units[i] -= w
+            pools_left = sum(1 for u in units.values() if u > 1e-9)
+            too_big = max(units.values()) > share * new_cap + 1e-9
+            if too_big or (pools_left < policy.min_pools and units[i] <= 1e-9):
+                units[i] += w
                 break
             left[i].pop(0)
             cap, od_cap = new_cap, new_od

@@ -55,6 +55,14 @@ def fleet_of(targets: dict[model.Pool, int], replacements: int = 0) -> model.Fle
     return model.Fleet(tuple(instances), replacements)
 
 
+def price_of(cat: catalog.Catalog, snap: market.MarketSnapshot, pool: model.Pool) -> float:
+    if pool.market is model.Market.ON_DEMAND:
+        return cat.on_demand_usd_per_hour[pool.instance_type]
+    price = snap.spot_price(pool.instance_type, pool.zone)
+    assert price is not None
+    return price
+
+
 def units(cat: catalog.Catalog, p: plan.Plan, unit: model.CapacityUnit = VCPU) -> float:
     return sum(cat.types[pool.instance_type].units(unit) * n for pool, n in p.targets.items())
 
@@ -66,7 +74,7 @@ def test_plan_meets_target_at_real_prices(
     assert p.outcome == "Optimal"
     assert units(cat, p) >= 1000
     assert len(p.targets) >= 4
-    cost = sum(snap.spot_price(pl.instance_type, pl.zone) * n for pl, n in p.targets.items())  # type: ignore[operator]
+    cost = sum(price_of(cat, snap, pl) * n for pl, n in p.targets.items())
     assert p.cost_per_hour == pytest.approx(cost)
     od = sum(cat.on_demand_usd_per_hour[pl.instance_type] * n for pl, n in p.targets.items())
     assert p.on_demand_equivalent_per_hour == pytest.approx(od)
@@ -325,11 +333,7 @@ def _worse_fleet(
             for (t, z) in snap.spot_history
             if t == pool.instance_type
         )
-        cand = [
-            z
-            for price, z in zones
-            if price <= snap.spot_price(pool.instance_type, pool.zone) * factor
-        ]  # type: ignore[operator]
+        cand = [z for price, z in zones if price <= price_of(cat, snap, pool) * factor]
         worse[model.Pool(pool.instance_type, cand[-1], pool.market)] = n
     return worse, best
 
@@ -357,12 +361,7 @@ def expected_cost(
     total = 0.0
     for pool, r in zip(pools, risks, strict=True):
         od = cat.on_demand_usd_per_hour[pool.instance_type]
-        price = (
-            od
-            if pool.market is model.Market.ON_DEMAND
-            else snap.spot_price(pool.instance_type, pool.zone)
-        )
-        assert price is not None
+        price = price_of(cat, snap, pool)
         total += (price + r * k * od) * counts[pool]
     return total
 

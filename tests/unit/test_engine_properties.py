@@ -1,0 +1,290 @@
+"""Property tests: every constraint holds in every Plan, for random policies, catalogs and fleets.
+
+The checker below recomputes everything from the inputs (catalog, market,
+policy), independently of the planner's internals.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from spotfleet_engine import catalog, market, model, plan, planner
+from spotfleet_engine.risk import advisor
+
+NOW = datetime(2021, 4, 15, tzinfo=UTC)
+RISK = advisor.AdvisorBandRisk()
+EPS = 1e-6
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[catalog.Catalog, market.MarketSnapshot]:
+    n_types = draw(st.integers(2, 6))
+    zones = [f"zz-1{c}" for c in "abc"[: draw(st.integers(2, 3))]]
+    types: dict[str, model.InstanceType] = {}
+    od: dict[str, float] = {}
+    offered: dict[str, frozenset[str]] = {}
+    hist: dict[tuple[str, str], tuple[market.PricePoint, ...]] = {}
+    adv: dict[str, market.AdvisorEntry] = {}
+    for k in range(n_types):
+        family = draw(st.sampled_from(["m5", "c5", "r5", "t3", "m6g"]))
+        name = f"{family}.s{k}"
+        vcpus = draw(st.sampled_from([1, 2, 4, 8, 16]))
+        types[name] = model.InstanceType(
+            name=name,
+            family=family,
+            vcpus=vcpus,
+            memory_gib=vcpus * draw(st.sampled_from([1.0, 2.0, 4.0, 8.0])),
+            arch="arm64" if family == "m6g" else "x86_64",
+            burstable=family == "t3",
+        )
+        od[name] = round(vcpus * draw(st.floats(0.02, 0.06)), 4)
+        offered[name] = frozenset(draw(st.sets(st.sampled_from(zones), min_size=1)))
+        for z in sorted(offered[name]):
+            if draw(st.booleans()) or draw(st.booleans()):
+                price = round(od[name] * draw(st.floats(0.1, 1.1)), 4)
+                hist[(name, z)] = (market.PricePoint(NOW - timedelta(hours=1), price),)
+        if draw(st.booleans()):
+            adv[name] = market.AdvisorEntry(band=draw(st.integers(0, 4)), savings_pct=60.0)
+    pools = [model.Pool(t, z, model.Market.SPOT) for (t, z) in hist]
+    unavailable = frozenset(draw(st.sets(st.sampled_from(pools), max_size=2)) if pools else ())
+    cat = catalog.Catalog("zz-1", types, od, offered)
+    snap = market.MarketSnapshot("zz-1", NOW, hist, adv, unavailable=unavailable)
+    return cat, snap
+
+
+@st.composite
+def policies(draw: st.DrawFn, cat: catalog.Catalog) -> model.Policy:
+    unit = draw(st.sampled_from(list(model.CapacityUnit)))
+    target = float(draw(st.one_of(st.integers(1, 60), st.just(0))))
+    names = sorted(cat.types)
+    req = model.Requirements(
+        vcpu_max=draw(st.sampled_from([None, 8, 16])),
+        burstable=draw(st.sampled_from(["include", "exclude"])),
+        excluded_types=frozenset(draw(st.sets(st.sampled_from(names), max_size=1))),
+    )
+    zones = draw(st.sampled_from([(), (), (), ("zz-1a",), ("zz-1a", "zz-1b")]))
+    return model.Policy(
+        region="zz-1",
+        target=target,
+        unit=unit,
+        zones=zones,
+        min_capacity=draw(st.sampled_from([None, 0.0, target / 2])),
+        on_demand_base=float(draw(st.integers(0, int(target) + 2))) if draw(st.booleans()) else 0.0,
+        on_demand_percentage_above_base=float(draw(st.sampled_from([0, 0, 10, 50, 100]))),
+        requirements=req,
+        objective=draw(st.sampled_from(list(model.OBJECTIVES))),
+        max_spot_price_per_unit_hour=draw(st.sampled_from([None, None, 0.01, 0.02, 0.05])),
+        budget_per_hour=draw(st.sampled_from([None, None, 0.5, 2.0])),
+        min_pools=draw(st.sampled_from([1, 1, 2, 3, 4])),
+        max_pool_share_pct=float(draw(st.sampled_from([100, 100, 60, 40, 25]))),
+        rebalance_enabled=draw(st.booleans()),
+        min_savings_pct=float(draw(st.sampled_from([0, 5, 20]))),
+        max_replacements_per_hour=draw(st.integers(0, 6)),
+    )
+
+
+@st.composite
+def fleets(draw: st.DrawFn, cat: catalog.Catalog, snap: market.MarketSnapshot) -> model.Fleet:
+    pools = [model.Pool(t, z, model.Market.SPOT) for (t, z) in sorted(snap.spot_history)]
+    pools += [
+        model.Pool(t, z, model.Market.ON_DEMAND) for t in sorted(cat.types) for z in cat.zones[t]
+    ]
+    chosen = draw(st.dictionaries(st.sampled_from(pools), st.integers(1, 5), max_size=4))
+    instances = tuple(
+        model.FleetInstance(f"i-{pool.key()}-{k}", pool, NOW - timedelta(minutes=7 * k + 1))
+        for pool, n in sorted(chosen.items())
+        for k in range(n)
+    )
+    return model.Fleet(instances, draw(st.integers(0, 6)))
+
+
+def price_of(cat: catalog.Catalog, snap: market.MarketSnapshot, pool: model.Pool) -> float:
+    if pool.market is model.Market.ON_DEMAND:
+        return cat.on_demand_usd_per_hour[pool.instance_type]
+    p = snap.spot_price(pool.instance_type, pool.zone)
+    assert p is not None
+    return p
+
+
+def expected_cost(
+    cat: catalog.Catalog,
+    snap: market.MarketSnapshot,
+    pol: model.Policy,
+    counts: Mapping[model.Pool, int],
+) -> float:
+    pools = sorted(counts)
+    risks = RISK.interruption_probability(pools, snap, cat, NOW)
+    k = planner.REPLACEMENT_WEIGHT[pol.objective]
+    return sum(
+        (price_of(cat, snap, p) + r * k * cat.on_demand_usd_per_hour[p.instance_type]) * counts[p]
+        for p, r in zip(pools, risks, strict=True)
+    )
+
+
+def violations(
+    cat: catalog.Catalog,
+    snap: market.MarketSnapshot,
+    pol: model.Policy,
+    counts: Mapping[model.Pool, int],
+    floor: float | None = None,
+) -> list[str]:
+    """Every policy constraint ``counts`` breaks (empty: a valid plan)."""
+    out: list[str] = []
+    counts = {p: n for p, n in counts.items() if n > 0}
+    cap = od_cap = cost = 0.0
+    for pool, n in counts.items():
+        it = cat.types.get(pool.instance_type)
+        if it is None or not pol.requirements.matches(it):
+            out.append(f"{pool.key()} does not match requirements")
+            continue
+        if pol.zones and pool.zone not in pol.zones:
+            out.append(f"{pool.key()} outside zones")
+        if pool in snap.unavailable:
+            out.append(f"{pool.key()} unavailable")
+        if pool.market is model.Market.SPOT:
+            price = snap.spot_price(pool.instance_type, pool.zone)
+            if price is None:
+                out.append(f"{pool.key()} has no spot price")
+                continue
+            maxp = pol.max_spot_price_per_unit_hour
+            if maxp is not None and price > maxp * it.units(pol.unit) + 1e-12:
+                out.append(f"{pool.key()} above max price")
+        elif pool.zone not in cat.zones.get(pool.instance_type, frozenset()):
+            out.append(f"{pool.key()} not offered on-demand there")
+        u = it.units(pol.unit) * n
+        cap += u
+        od_cap += u if pool.market is model.Market.ON_DEMAND else 0.0
+        cost += price_of(cat, snap, pool) * n
+    need = pol.target if floor is None else floor
+    if cap < need - EPS:
+        out.append(f"capacity {cap} < {need}")
+    b = min(pol.on_demand_base, pol.target)
+    q = pol.on_demand_percentage_above_base / 100.0
+    if od_cap < b + q * (cap - b) - EPS:
+        out.append(f"on-demand {od_cap} < base/percentage {b + q * (cap - b)}")
+    for pool, n in counts.items():
+        it = cat.types.get(pool.instance_type)
+        if it and it.units(pol.unit) * n > pol.max_pool_share_pct / 100.0 * cap + EPS:
+            out.append(f"{pool.key()} share above {pol.max_pool_share_pct}%")
+    if counts and len(counts) < pol.min_pools:
+        out.append(f"{len(counts)} pools < minPools {pol.min_pools}")
+    if pol.budget_per_hour is not None and cost > pol.budget_per_hour + EPS:
+        out.append(f"cost {cost} > budget {pol.budget_per_hour}")
+    return out
+
+
+def check_actions(fleet: model.Fleet, pol: model.Policy, p: plan.Plan) -> None:
+    counts = fleet.count_by_pool()
+    ids = {i.instance_id: i for i in fleet.instances}
+    seen: set[str] = set()
+    for t in p.terminations:
+        assert t.instance_id in ids and t.instance_id not in seen
+        assert ids[t.instance_id].pool == t.pool
+        seen.add(t.instance_id)
+        counts[t.pool] -= 1
+    for a in p.launches:
+        assert a.count > 0
+        counts[a.pool] = counts.get(a.pool, 0) + a.count
+    assert {k: v for k, v in counts.items() if v} == dict(p.targets)
+    rebalanced = sum(1 for t in p.terminations if t.reason == "rebalance")
+    if not pol.rebalance_enabled:
+        assert rebalanced == 0
+    assert rebalanced <= max(0, pol.max_replacements_per_hour - fleet.replacements_last_hour)
+
+
+@given(data=st.data())
+@SETTINGS
+def test_every_constraint_holds_in_every_plan(data: st.DataObject) -> None:
+    cat, snap = data.draw(worlds())
+    pol = data.draw(policies(cat))
+    fleet = data.draw(fleets(cat, snap))
+    p = planner.decide(pol, cat, snap, fleet, RISK, NOW)
+    assert p == planner.decide(pol, cat, snap, fleet, RISK, NOW)  # deterministic
+    event(f"outcome {p.outcome}")
+    event(f"rebalanced {any(t.reason == 'rebalance' for t in p.terminations)}")
+    if p.outcome == "Infeasible":
+        assert p.binding_constraint
+        assert p.launches == () and p.terminations == ()
+        assert dict(p.targets) == fleet.count_by_pool()
+        return
+    floor = pol.min_capacity if p.outcome == "Degraded" else None
+    assert violations(cat, snap, pol, p.targets, floor) == []
+    check_actions(fleet, pol, p)
+    cap = sum(cat.types[pl.instance_type].units(pol.unit) * n for pl, n in p.targets.items())
+    assert math.isclose(p.capacity, cap, rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(
+        p.expected_cost_per_hour, expected_cost(cat, snap, pol, p.targets), rel_tol=1e-9
+    )
+
+
+@given(data=st.data())
+@SETTINGS
+def test_pruning_keeps_the_optimum(data: st.DataObject) -> None:
+    cat, snap = data.draw(worlds())
+    pol = data.draw(policies(cat))
+    pruned = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    full = planner.decide(
+        pol, cat, snap, model.Fleet(), RISK, NOW, options=planner.Options(prune=False)
+    )
+    assert pruned.outcome == full.outcome
+    smaller = pruned.stats.pools_after_prune < full.stats.pools_after_prune
+    event(f"outcome {full.outcome}, pruned {smaller}")
+    if full.outcome in ("Optimal", "NoChange"):
+        assert pruned.expected_cost_per_hour <= full.expected_cost_per_hour * (1 + 2e-4) + 1e-9
+
+
+@given(data=st.data())
+@SETTINGS
+def test_hysteresis_never_moves_for_a_small_saving(data: st.DataObject) -> None:
+    """A valid running fleet is only moved when the new plan's expected cost is
+    more than minSavingsPercent below the fleet's (before switching costs)."""
+    cat, snap = data.draw(worlds())
+    pol = replace(
+        data.draw(policies(cat)),
+        rebalance_enabled=True,
+        max_replacements_per_hour=data.draw(st.integers(1, 12)),
+        min_savings_pct=float(data.draw(st.sampled_from([0, 2, 10, 30]))),
+        budget_per_hour=None,
+        max_spot_price_per_unit_hour=None,
+    )
+    first = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    event(f"first plan {first.outcome}")
+    if first.outcome not in ("Optimal", "Feasible") or not first.targets:
+        return
+    fleet = model.Fleet(
+        tuple(
+            model.FleetInstance(f"i-{pool.key()}-{k}", pool, NOW - timedelta(hours=k + 1))
+            for pool, n in sorted(first.targets.items())
+            for k in range(n)
+        ),
+        data.draw(st.integers(0, 3)),
+    )
+    # the market moves: every spot price is scaled by its own factor
+    rng = random.Random(data.draw(st.integers(0, 2**32 - 1)))
+    factors = {key: rng.uniform(0.2, 1.5) for key in sorted(snap.spot_history)}
+    moved = {
+        key: (market.PricePoint(NOW, round(h[-1].price * factors[key], 4)),)
+        for key, h in snap.spot_history.items()
+    }
+    snap2 = replace(snap, spot_history=moved)
+    if violations(cat, snap2, pol, first.targets):
+        return  # the old plan is no longer valid: moving is forced, not a saving
+    p = planner.decide(pol, cat, snap2, fleet, RISK, NOW)
+    assert p.outcome != "Infeasible"
+    assert violations(cat, snap2, pol, p.targets) == []
+    check_actions(fleet, pol, p)
+    rebalanced = [t for t in p.terminations if t.reason == "rebalance"]
+    event(f"hysteresis: rebalanced {bool(rebalanced)}")
+    if rebalanced:
+        before = expected_cost(cat, snap2, pol, first.targets)
+        assert p.expected_cost_per_hour < before * (1 - pol.min_savings_pct / 100.0) + 1e-12
+    else:
+        assert all(t.reason == "scale-in" for t in p.terminations)
