@@ -65,6 +65,50 @@ def evaluate(
     risk_cli.evaluate_command(model, prices, advisor, report, png, nthread)
 
 
+@app.command()
+def sim(
+    port: int = typer.Option(5000, "--port", help="Loopback port (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    prices: Path | None = typer.Option(
+        None, "--prices", help="Price-history CSV (default: bundled 2021 us-east-1 Linux)."
+    ),
+    history_start: str | None = typer.Option(
+        None, "--history-start", help="History time the clock starts at (ISO-8601 UTC)."
+    ),
+    speed: float = typer.Option(1.0, "--speed", help="Sim seconds per wall second."),
+    notice_seconds: float = typer.Option(
+        120.0, "--notice-seconds", help="Sim seconds from interruption warning to termination."
+    ),
+    hazard: bool = typer.Option(False, "--hazard", help="Interrupt at advisor-band rates."),
+    hazard_multiplier: float = typer.Option(1.0, "--hazard-multiplier", help="Scale hazard."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
+) -> None:
+    """Run the stand-in cloud (moto + spot-market layer) for demos, trials and CI (docs/sim.md)."""
+    import signal
+    import subprocess
+    import sys
+
+    # The operator never imports the stand-in cloud (import-linter): run it as a process.
+    argv = [sys.executable, "-m", "spotfleet_sim", "--port", str(port), "--host", host]
+    argv += ["--speed", str(speed), "--notice-seconds", str(notice_seconds)]
+    if prices is not None:
+        argv += ["--prices", str(prices)]
+    if history_start is not None:
+        argv += ["--history-start", history_start]
+    if hazard:
+        argv += ["--hazard", "--hazard-multiplier", str(hazard_multiplier)]
+    if verbose:
+        argv.append("--verbose")
+    proc = subprocess.Popen(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
