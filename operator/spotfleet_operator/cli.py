@@ -66,6 +66,63 @@ def evaluate(
 
 
 @app.command()
+def run(
+    namespace: list[str] = typer.Option(
+        [], "--namespace", "-n", help="Watch only this namespace (repeatable)."
+    ),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch all."),
+    kubeconfig: str | None = typer.Option(
+        None, help="Kubeconfig (default: $KUBECONFIG or in-cluster)."
+    ),
+    metrics_port: int | None = typer.Option(None, help="Prometheus /metrics port (default 8080)."),
+    health_port: int | None = typer.Option(None, help="Liveness /healthz port (default 8081)."),
+    aws_endpoint_url: str | None = typer.Option(
+        None, help="Send AWS calls here (e.g. the stand-in cloud from `spotfleet sim`)."
+    ),
+    interval: float | None = typer.Option(None, help="Seconds between level-based reconciles."),
+    database_url: str | None = typer.Option(
+        None, help="Audit store URL (sqlite:/// or postgresql://)."
+    ),
+    interruption_queue_url: str | None = typer.Option(None, help="SQS queue of EC2 spot events."),
+    risk_model: str | None = typer.Option(None, help="'bundled', 'advisor' or a model path."),
+) -> None:
+    """Run the operator (Kopf) with spotfleet's settings, metrics and liveness endpoints."""
+    from spotfleet_operator import runner
+
+    runner.run(
+        namespaces=tuple(namespace),
+        all_namespaces=all_namespaces,
+        kubeconfig=kubeconfig,
+        overrides={
+            "metrics_port": metrics_port,
+            "health_port": health_port,
+            "aws_endpoint_url": aws_endpoint_url,
+            "reconcile_interval_seconds": interval,
+            "database_url": database_url,
+            "interruption_queue_url": interruption_queue_url,
+            "risk_model": risk_model,
+        },
+    )
+
+
+@app.command()
+def recommend(
+    file: Path = typer.Option(..., "--file", "-f", help="SpotPolicy manifest (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    at: str | None = typer.Option(
+        None, "--at", help="ISO time in the bundled 2021 history (default: its latest)."
+    ),
+    risk_model: str = typer.Option(
+        "advisor", "--risk-model", help="'advisor', 'bundled' (XGBoost) or a model path."
+    ),
+) -> None:
+    """Show the mix the engine would run for a SpotPolicy, on the bundled market data."""
+    from spotfleet_operator import recommend as recommend_mod
+
+    raise typer.Exit(recommend_mod.command(file, as_json, at, risk_model))
+
+
+@app.command()
 def sim(
     port: int = typer.Option(5000, "--port", help="Loopback port (0 picks a free one)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),

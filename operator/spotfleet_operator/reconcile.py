@@ -74,7 +74,7 @@ class Ec2Api(Protocol):
         self, subnet_ids: Sequence[str] = (), tags: dict[str, str] | None = None
     ) -> dict[str, str]: ...
 
-    async def untag(self, instance_ids: Sequence[str]) -> None: ...
+    async def untag(self, instances: Sequence[ec2.OwnedInstance]) -> None: ...
 
     async def delete_launch_template(self, policy_uid: str) -> bool: ...
 
@@ -98,6 +98,9 @@ class Deps:
     failures: dict[str, int] = field(default_factory=dict)
     replacements: dict[str, list[dt.datetime]] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: instance id -> until when it is treated as gone (interruption warning or
+    #: rebalance recommendation received): replacements launch before it dies.
+    doomed: dict[str, dt.datetime] = field(default_factory=dict)
 
     def market(self, region: str) -> marketdata.MarketCache:
         if region not in self.markets:
@@ -322,7 +325,9 @@ def _aws_failure(ctx: _Ctx, e: errors.AwsError) -> None:
         m.reconcile_errors.labels(ctx.namespace, ctx.name, reason).inc()
         ctx.set(cond.DEGRADED, cond.TRUE, reason, str(e))
         ctx.set(cond.READY, cond.FALSE, reason, str(e))
-        ctx.set(cond.PROGRESSING, cond.FALSE, reason, "waiting for the spec or the account to change")
+        ctx.set(
+            cond.PROGRESSING, cond.FALSE, reason, "waiting for the spec or the account to change"
+        )
         if not _same_error(ctx.previous, reason, str(e)):
             ctx.warn(reason, str(e))
         return
@@ -411,7 +416,9 @@ async def _observe_decide_act(
     for attempt in range(MAX_REPLANS + 1):
         market = await deps.market(region).get(client, now, unavailable.active(now))
         deps.metrics.unavailable_pools.set(len(market.unavailable))
-        fleet = _to_fleet(owned, len(history))
+        for iid in [i for i, until in deps.doomed.items() if until <= now]:
+            del deps.doomed[iid]
+        fleet = _to_fleet([o for o in owned if o.instance_id not in deps.doomed], len(history))
         t0 = time.perf_counter()
         plan = planner.decide(policy, catalog, market, fleet, deps.risk, now)
         deps.metrics.decision_duration.observe(time.perf_counter() - t0)

@@ -131,11 +131,11 @@ class FakeEc2:
                 done.append(iid)
         return done
 
-    async def untag(self, instance_ids: Sequence[str]) -> None:
+    async def untag(self, instances: Sequence[ec2.OwnedInstance]) -> None:
         self._enter("untag")
-        for iid in instance_ids:
+        for o in instances:
             for k in ec2.OWNERSHIP_KEYS:
-                self.instances[iid].tags.pop(k, None)
+                self.instances[o.instance_id].tags.pop(k, None)
 
     async def delete_launch_template(self, policy_uid: str) -> bool:
         self._enter("delete_launch_template")

@@ -393,17 +393,26 @@ class Ec2:
             done.extend(await self._call("TerminateInstances", run))
         return done
 
-    async def untag(self, instance_ids: Sequence[str]) -> None:
-        """Remove the ownership tags (orphan the instances)."""
-        for i in range(0, len(instance_ids), TERMINATE_BATCH):
-            batch = list(instance_ids[i : i + TERMINATE_BATCH])
+    async def untag(self, instances: Sequence[OwnedInstance]) -> None:
+        """Remove the ownership tags (orphan the instances). Values are given with the
+        keys (DeleteTags then removes exactly our tags), grouped per pool and batched."""
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for o in instances:
+            groups.setdefault((o.policy_uid, o.policy_ref, o.pool.key()), []).append(o.instance_id)
+        for (uid, ref, pool), ids in sorted(groups.items()):
+            tags = [
+                {"Key": TAG_POLICY_UID, "Value": uid},
+                {"Key": TAG_POLICY, "Value": ref},
+                {"Key": TAG_POOL, "Value": pool},
+                {"Key": TAG_MANAGED, "Value": "spotfleet"},
+            ]
+            for i in range(0, len(ids), TERMINATE_BATCH):
+                batch = ids[i : i + TERMINATE_BATCH]
 
-            def run(batch: list[str] = batch) -> None:
-                self.client().delete_tags(
-                    Resources=batch, Tags=[{"Key": k} for k in OWNERSHIP_KEYS]
-                )
+                def run(batch: list[str] = batch) -> None:
+                    self.client().delete_tags(Resources=batch, Tags=tags)
 
-            await self._call("DeleteTags", run)
+                await self._call("DeleteTags", run)
 
     async def delete_launch_template(self, policy_uid: str) -> bool:
         """Delete the policy's own template; False when it was already gone."""
