@@ -330,7 +330,10 @@ class Diversification(base.ApiModel):
         default=1,
         ge=1,
         le=100,
-        description="Spot capacity is spread over at least this many pools when spot is used.",
+        description=(
+            "The fleet is spread over at least this many pools (instance type x zone x "
+            "market; on-demand pools count too)."
+        ),
     )
     max_pool_share_percent: int = pydantic.Field(
         default=100,
