@@ -166,6 +166,87 @@ def sim(
     raise typer.Exit(code)
 
 
+@app.command()
+def backtest(
+    prices: list[Path] = typer.Option(
+        [],
+        "--prices",
+        help="describe-spot-price-history CSV(s), gzip or plain; repeatable "
+        "(default: the bundled 2021 us-east-1 Linux history).",
+    ),
+    policy: Path = typer.Option(..., "--policy", help="SpotPolicy manifest (YAML or JSON)."),
+    start: str | None = typer.Option(None, "--from", help="Window start, ISO-8601 (UTC)."),
+    end: str | None = typer.Option(None, "--to", help="Window end, ISO-8601 (UTC)."),
+    interval_minutes: float = typer.Option(60.0, "--interval-minutes", help="Decision interval."),
+    out: Path = typer.Option(Path("results"), "--out", help="Directory for JSON and PNG."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated reclaims."),
+    strategy: list[str] = typer.Option(
+        [], "--strategy", help="Strategies to run (repeatable; default: all)."
+    ),
+    risk_model: str = typer.Option(
+        "bundled", "--risk-model", help="'bundled' (XGBoost), 'advisor' or a model path."
+    ),
+    no_oracle: bool = typer.Option(False, "--no-oracle", help="Skip the hindsight bound."),
+    penalty_od_hours: float = typer.Option(
+        1.0, "--penalty-od-hours", help="Penalty per interruption, in hours of its on-demand price."
+    ),
+    shortfall_od_multiple: float = typer.Option(
+        3.0, "--shortfall-multiple", help="Shortfall charge, x cheapest on-demand $/unit-hour."
+    ),
+    drought_hours: float = typer.Option(
+        2.0, "--drought-hours", help="Hours a pool has no capacity after a reclaim."
+    ),
+    hazard_scale: float = typer.Option(1.0, "--hazard-scale", help="Scale the advisor hazard."),
+    spike_probability: float = typer.Option(
+        0.5, "--spike-reclaim-probability", help="Reclaim chance per price spike (0 = off)."
+    ),
+    no_traces: bool = typer.Option(False, "--no-traces", help="Ignore real availability traces."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Replay spot price history and compare allocation strategies (docs/backtest.md)."""
+    from spotfleet_operator import backtest_cli
+
+    raise typer.Exit(
+        backtest_cli.command(
+            price_files=prices,
+            policy_file=policy,
+            start=start,
+            end=end,
+            interval_minutes=interval_minutes,
+            out_dir=out,
+            seed=seed,
+            strategy_names=strategy,
+            risk_model=risk_model,
+            oracle=not no_oracle,
+            penalty_od_hours=penalty_od_hours,
+            shortfall_od_multiple=shortfall_od_multiple,
+            drought_hours=drought_hours,
+            hazard_scale=hazard_scale,
+            spike_probability=spike_probability,
+            use_traces=not no_traces,
+            progress=not no_progress,
+        )
+    )
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(
+        20.0, help="Seconds to keep watching the fleets after the scenario."
+    ),
+    keep: bool = typer.Option(False, "--keep", help="Leave everything running until Ctrl-C."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON here."),
+    live: bool = typer.Option(True, "--live/--no-live", help="Live table (on a terminal)."),
+    speed: float = typer.Option(60.0, help="Market clock speed (market seconds per second)."),
+) -> None:
+    """The whole product locally: control plane, stand-in cloud, operator, two policies."""
+    from spotfleet_operator import demo as demo_mod
+
+    demo_mod.run(
+        demo_mod.Options(duration=duration, keep=keep, json_out=json_out, live=live, speed=speed)
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,185 @@
+"""The standard backtest scenario; prints the tables and, as its last line, one JSON object.
+
+Scenario: the bundled us-east-1 Linux spot history (2021-03-03 .. 2021-05-31,
+hourly decisions), the bundled advisor snapshots and availability traces, seed
+0, default scoring, two general-purpose policies (4 GiB per vCPU, x86_64, no
+burstable, current generation): 64 vCPU (2-16 vCPU types, >= 2 pools, <= 50 %
+per pool) and 1,000 vCPU (4-48 vCPU types, >= 4 pools, <= 25 % per pool),
+objective ``balanced``. spotfleet runs the bundled XGBoost risk model; the
+capacity-optimized and price-capacity-optimized baselines rank pools by the
+same model. Also replays the 64-vCPU policy on the risk model's test weeks
+(2021-05-10 .. 05-31, after its training and validation windows), the only
+part of the history it was not fitted on.
+
+Usage: .venv/bin/python bench/backtest.py [--days N] [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from spotfleet_engine import backtest, catalog, market, model, strategies
+from spotfleet_engine.backtest import report, traces
+from spotfleet_engine.risk import xgb
+
+START = datetime(2021, 3, 3, tzinfo=UTC)
+END = datetime(2021, 5, 31, tzinfo=UTC)
+OOS_START = datetime(2021, 5, 10, tzinfo=UTC)
+
+
+def general_purpose(
+    target: float, vcpu_max: int, vcpu_min: int, min_pools: int, share: float
+) -> model.Policy:
+    return model.Policy(
+        region="us-east-1",
+        target=target,
+        unit=model.CapacityUnit.VCPU,
+        requirements=model.Requirements(
+            vcpu_min=vcpu_min,
+            vcpu_max=vcpu_max,
+            memory_per_vcpu_min=4.0,
+            memory_per_vcpu_max=4.0,
+            architectures=frozenset({"x86_64"}),
+            burstable="exclude",
+            current_generation_only=True,
+            exclude_bare_metal=True,
+        ),
+        objective="balanced",
+        min_pools=min_pools,
+        max_pool_share_pct=share,
+    )
+
+
+POLICIES = {
+    "gp-64vcpu": general_purpose(64, 16, 2, 2, 50.0),
+    "gp-1000vcpu": general_purpose(1000, 48, 4, 4, 25.0),
+}
+
+
+def run_one(
+    name: str, policy: model.Policy, start: datetime, end: datetime
+) -> tuple[backtest.ReplayResult, float]:
+    cat = catalog.load_bundled("us-east-1")
+    hist = market.load_bundled_history()
+    adv = market.load_bundled_advisor("us-east-1")
+    risk = xgb.load_bundled()
+    strats = [*strategies.baselines(risk), strategies.Spotfleet(risk)]
+    t0 = time.perf_counter()
+    res = backtest.run(
+        policy,
+        cat,
+        hist,
+        strats,
+        start=start,
+        end=end,
+        advisor=adv,
+        traces=traces.load_bundled_traces(),
+    )
+    return res, time.perf_counter() - t0
+
+
+COLUMNS = (
+    ("strategy", "{:26s}", "{:26s}"),
+    ("cost", "{:>10s}", "{:10.2f}"),
+    ("on_demand_equivalent", "{:>11s}", "{:11.2f}"),
+    ("savings_pct", "{:>6s}", "{:6.1f}"),
+    ("interruptions", "{:>6s}", "{:6.1f}"),
+    ("shortfall_unit_h", "{:>10s}", "{:10.1f}"),
+    ("replacements", "{:>5s}", "{:5d}"),
+    ("penalised_cost", "{:>12s}", "{:12.2f}"),
+)
+HEADS = ("strategy", "cost $", "OD-equiv $", "sav %", "intr", "short u-h", "repl", "penalised $")
+
+
+def table(name: str, res: backtest.ReplayResult) -> str:
+    lines = [
+        f"== {name}: {res.start:%Y-%m-%d} .. {res.end:%Y-%m-%d}, {res.spot_pools} spot pools, "
+        f"reclaims {res.reclaims_by_source}",
+        " ".join(h[1].format(t) for h, t in zip(COLUMNS, HEADS, strict=True)),
+    ]
+    for r in report.rows(res):
+        lines.append(" ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS))
+    cap = report.capture(res)
+    if cap is not None:
+        lines.append(f"spotfleet captures {100 * cap:.1f}% of the oracle's penalised saving")
+    lines.append("sensitivity (rank by penalised cost; oracle excluded):")
+    for s in report.sensitivity(res):
+        lines.append(
+            f"  penalty {s['penalty_od_hours']:g} OD-h, shortfall x{s['shortfall_od_multiple']:g}: "
+            + " < ".join(s["ranking"])
+        )
+    return "\n".join(lines)
+
+
+def goals(res: backtest.ReplayResult) -> dict[str, Any]:
+    sc, ref = res.scoring, res.ref_unit_od
+    sf = res.by_name("spotfleet")
+    aws = ["lowest-price", "capacity-optimized", "price-capacity-optimized", "diversified"]
+    cheaper = all(sf.penalised(sc, ref) < res.by_name(n).penalised(sc, ref) for n in aws)
+    co = res.by_name("capacity-optimized").interruptions
+    cap = report.capture(res)
+    return {
+        "penalised_below_every_aws_baseline": cheaper,
+        "interruptions_le_co_plus_10pct": sf.interruptions <= co * 1.10,
+        "oracle_capture": None if cap is None else round(cap, 4),
+        "oracle_capture_ge_90pct": cap is not None and cap >= 0.90,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--days", type=float, default=None, help="shorten the window (smoke runs)")
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args()
+    end = END if args.days is None else START + timedelta(days=args.days)
+    out: dict[str, Any] = {
+        "scenario": {"from": START.isoformat(), "to": end.isoformat(), "seed": 0}
+    }
+    per_policy: dict[str, Any] = {}
+    speeds: dict[str, float] = {}
+    full: dict[str, Any] = {}
+    runs = [(n, p, START, end) for n, p in POLICIES.items()]
+    runs.append(("gp-64vcpu-oos", POLICIES["gp-64vcpu"], OOS_START, END))
+    for name, pol, a, b in runs:
+        res, wall = run_one(name, pol, a, b)
+        print(table(name, res), flush=True)
+        speeds[name] = round(res.simulated_hours / wall, 2)
+        print(
+            f"replay: {res.simulated_hours:.0f} simulated h in {wall:.1f} s wall "
+            f"({speeds[name]} sim h/s)",
+            flush=True,
+        )
+        per_policy[name] = {
+            "strategies": {
+                r["strategy"]: {
+                    k: r[k]
+                    for k in (
+                        "cost",
+                        "savings_pct",
+                        "interruptions",
+                        "shortfall_unit_h",
+                        "penalised_cost",
+                    )
+                }
+                for r in report.rows(res)
+            },
+            "goals": goals(res),
+            "wall_s": round(wall, 2),
+        }
+        full[name] = report.to_dict(res)
+    out["policies"] = per_policy
+    out["sim_hours_per_wall_s"] = speeds
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(full, indent=1))
+    print(json.dumps(out, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
