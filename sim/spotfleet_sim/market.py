@@ -51,7 +51,8 @@ class PriceRow:
     price: str
 
 
-def _open_text(path: Path | None, bundled: str) -> Iterator[dict[str, str]]:
+def _read_text(path: Path | None, bundled: str) -> str:
+    """A CSV's text: ``path`` (gzip or plain) or the bundled file of that name."""
     if path is None:
         ref = importlib.resources.files("spotfleet_engine").joinpath("data", bundled)
         raw = ref.read_bytes()
@@ -59,26 +60,28 @@ def _open_text(path: Path | None, bundled: str) -> Iterator[dict[str, str]]:
         raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    yield from csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+    return raw.decode("utf-8")
 
 
-def _epoch(text: str) -> float:
-    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.timestamp()
+def _open_text(path: Path | None, bundled: str) -> Iterator[dict[str, str]]:
+    yield from csv.DictReader(io.StringIO(_read_text(path, bundled), newline=""))
 
 
 class PriceHistory:
     """Price changes per pool (type, zone, product description), ascending by time."""
 
     def __init__(self, region: str, rows: Iterable[PriceRow]) -> None:
-        self.region = region
         series: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
         for row in rows:
             series.setdefault((row.instance_type, row.zone, row.product), []).append(
                 (row.at, row.price)
             )
+        self._init(region, series)
+
+    def _init(
+        self, region: str, series: dict[tuple[str, str, str], list[tuple[float, str]]]
+    ) -> None:
+        self.region = region
         self._times: dict[tuple[str, str, str], list[float]] = {}
         self._prices: dict[tuple[str, str, str], list[str]] = {}
         for key, points in series.items():
@@ -96,24 +99,33 @@ class PriceHistory:
 
         Rows of other regions than ``region`` (default: the first row's) are dropped.
         """
-        rows: list[PriceRow] = []
+        reader = csv.reader(io.StringIO(_read_text(path, DEFAULT_PRICES), newline=""))
+        header = next(reader)
+        col = {name: i for i, name in enumerate(header)}
+        missing = {"timestamp", "availability_zone", "instance_type", "spot_price"} - set(col)
+        if missing:
+            raise ValueError(f"price CSV lacks columns {sorted(missing)}")
+        i_ts, i_zone = col["timestamp"], col["availability_zone"]
+        i_type, i_price = col["instance_type"], col["spot_price"]
+        i_region, i_product = col.get("region"), col.get("product_description")
         chosen = region
-        for rec in _open_text(path, DEFAULT_PRICES):
-            row_region = rec.get("region") or region or "us-east-1"
+        series: dict[tuple[str, str, str], list[tuple[float, str]]] = {}
+        parse = datetime.fromisoformat
+        for rec in reader:
+            if not rec:
+                continue
+            row_region = (rec[i_region] if i_region is not None else "") or region or "us-east-1"
             if chosen is None:
                 chosen = row_region
             if row_region != chosen:
                 continue
-            rows.append(
-                PriceRow(
-                    at=_epoch(rec["timestamp"]),
-                    instance_type=rec["instance_type"],
-                    zone=rec["availability_zone"],
-                    product=rec.get("product_description") or "Linux/UNIX",
-                    price=rec["spot_price"],
-                )
-            )
-        return cls(chosen or "us-east-1", rows)
+            at = parse(rec[i_ts].replace("Z", "+00:00"))
+            epoch = (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+            product = (rec[i_product] if i_product is not None else "") or "Linux/UNIX"
+            series.setdefault((rec[i_type], rec[i_zone], product), []).append((epoch, rec[i_price]))
+        history = cls.__new__(cls)
+        history._init(chosen or "us-east-1", series)
+        return history
 
     def pools(self) -> list[tuple[str, str, str]]:
         """Every (type, zone, product) with data."""
