@@ -33,6 +33,17 @@ class Catalog:
     on_demand_usd_per_hour: Mapping[str, float]
     zones: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _on_demand_pools(self) -> dict[str, tuple[model.Pool, ...]]:
+        return {
+            t: tuple(model.Pool(t, z, model.Market.ON_DEMAND) for z in sorted(zs))
+            for t, zs in self.zones.items()
+        }
+
+    def on_demand_pools(self, instance_type: str) -> tuple[model.Pool, ...]:
+        """On-demand pools of the type, one per offering zone, sorted (computed once)."""
+        return self._on_demand_pools.get(instance_type, ())
+
     def on_demand_price(self, instance_type: str) -> float | None:
         """On-demand USD per instance-hour, or None when unknown."""
         return self.on_demand_usd_per_hour.get(instance_type)

@@ -73,6 +73,18 @@ class MarketSnapshot:
         """Price history of the pool up to ``observed_at`` (empty when unknown)."""
         return self.spot_history.get((instance_type, zone), ())
 
+    @functools.cached_property
+    def _spot_pools(self) -> tuple[tuple[model.Pool, float], ...]:
+        return tuple(
+            (model.Pool(t, z, model.Market.SPOT), h[-1].price)
+            for (t, z), h in sorted(self.spot_history.items())
+            if h
+        )
+
+    def spot_pools(self) -> tuple[tuple[model.Pool, float], ...]:
+        """Every spot pool with a current price, sorted by pool (computed once per snapshot)."""
+        return self._spot_pools
+
 
 # --------------------------------------------------------------------------
 # Bundled data loaders (the only I/O in this module; each parses once, cached).

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -136,28 +136,26 @@ def _enumerate(
     prices: list[float] = []
     weights: list[float] = []
     ods: list[float] = []
-    spot, on_demand = model.Market.SPOT, model.Market.ON_DEMAND
+    on_demand = model.Market.ON_DEMAND
     unit = policy.unit
-    history = market.spot_history
-    for key in sorted(history):
-        t, z = key
-        wt = ok_types.get(t)
-        if wt is None or (zones_ok and z not in zones_ok):
+    for pool, spot_price in market.spot_pools():
+        wt = ok_types.get(pool.instance_type)
+        if wt is None or (zones_ok and pool.zone not in zones_ok):
             continue
-        hist = history[key]
-        if hist:
-            pools.append(model.Pool(t, z, spot))
-            prices.append(hist[-1].price)
-            weights.append(wt)
-            ods.append(od_prices[t])
-            spot_zones.setdefault(t, []).append(z)
+        pools.append(pool)
+        prices.append(spot_price)
+        weights.append(wt)
+        ods.append(od_prices[pool.instance_type])
+        spot_zones.setdefault(pool.instance_type, []).append(pool.zone)
     n_spot = len(pools)
     for t, wt in ok_types.items():
-        zs: Iterable[str] = catalog.zones.get(t) or spot_zones.get(t, [])
         odp = od_prices[t]
-        for z in sorted(zs):
-            if not zones_ok or z in zones_ok:
-                pools.append(model.Pool(t, z, on_demand))
+        od_pools = catalog.on_demand_pools(t) or tuple(
+            model.Pool(t, z, on_demand) for z in sorted(spot_zones.get(t, ()))
+        )
+        for pool in od_pools:
+            if not zones_ok or pool.zone in zones_ok:
+                pools.append(pool)
                 prices.append(odp)
                 weights.append(wt)
                 ods.append(odp)
@@ -167,10 +165,14 @@ def _enumerate(
     is_od = np.zeros(n, dtype=np.bool_)
     is_od[n_spot:] = True
     price = np.asarray(prices, dtype=np.float64)
-    r = np.asarray(risk.interruption_probability(pools, market, catalog, now), dtype=np.float64)
-    if r.shape != (n,):
-        raise ValueError(f"risk model {risk.name!r} returned {r.shape} for {n} pools")
-    r = np.where(is_od, 0.0, np.clip(r, 0.0, 1.0))
+    # the protocol gives on-demand pools 0.0: ask only about the spot ones
+    r_spot = np.asarray(
+        risk.interruption_probability(pools[:n_spot], market, catalog, now), dtype=np.float64
+    )
+    if r_spot.shape != (n_spot,):
+        raise ValueError(f"risk model {risk.name!r} returned {r_spot.shape} for {n_spot} pools")
+    r = np.zeros(n, dtype=np.float64)
+    r[:n_spot] = np.clip(r_spot, 0.0, 1.0)
     cost = price + r * REPLACEMENT_WEIGHT[policy.objective] * od
     why: list[str | None] = [None] * n
     maxp = policy.max_spot_price_per_unit_hour
