@@ -412,3 +412,20 @@ def test_every_case_is_listed_in_docs_validation_md() -> None:
     text = (REPO / "docs" / "validation.md").read_text()
     for case in CASES:
         assert f"| `{case.id}` | `{case.path}` |" in text, case.id
+
+
+def test_unknown_fields_are_pruned_without_strict_validation(
+    crds_installed: localcluster.LocalCluster, namespace: str
+) -> None:
+    body = copy.deepcopy(BASE)
+    body["spec"]["preemptible"] = True
+    body["spec"]["capacity"]["cores"] = 4
+    crds_installed.kubectl(
+        "create", "-n", namespace, "--validate=false", "-f", "-", input=json.dumps(body)
+    )
+    stored = json.loads(
+        crds_installed.kubectl("get", "spol", "web-tier", "-n", namespace, "-o", "json").stdout
+    )
+    assert "preemptible" not in stored["spec"]
+    assert stored["spec"]["capacity"] == BASE["spec"]["capacity"]
+    assert isinstance(api.parse_policy(stored), api.ParsedPolicy)
