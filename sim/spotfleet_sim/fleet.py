@@ -138,11 +138,13 @@ def new_fleet_id() -> str:
     return f"fleet-{uuid.uuid4()}"
 
 
-def ice_message(instance_type: str, zone: str) -> str:
-    """AWS's InsufficientInstanceCapacity message for a pool."""
+def ice_message(instance_type: str, zone: str, alternatives: Sequence[str] = ()) -> str:
+    """AWS's InsufficientInstanceCapacity message for a pool (naming zones that have some)."""
+    others = [z for z in alternatives if z != zone]
+    where = f"choosing {', '.join(others)}" if others else "choosing a different Availability Zone"
     return (
         f"We currently do not have sufficient {instance_type} capacity in the Availability "
         f"Zone you requested ({zone}). Our system will be working on provisioning additional "
-        "capacity. You can currently get capacity by not specifying an Availability Zone in "
-        "your request or choosing a different Availability Zone."
+        f"capacity. You can currently get {instance_type} capacity by not specifying an "
+        f"Availability Zone in your request or {where}."
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from spotfleet_sim import backend, calllog, clock, faults, fleet, interruptions, market, wire
 
@@ -83,6 +83,7 @@ class MarketLayer:
         self.unavailable: set[tuple[str, str, str]] = set()
         self._idem: OrderedDict[tuple[str, str, str, str], tuple[str, int, bytes]] = OrderedDict()
         self._launch_lock = threading.RLock()
+        self._cache_lock = threading.Lock()
         self._query_cache: OrderedDict[tuple[Any, ...], list[market.PriceRow]] = OrderedDict()
         self.interrupter = interruptions.Interrupter(
             self.clock, self.log, self.advisor, options.notice_seconds
@@ -403,8 +404,10 @@ class MarketLayer:
         start = _ts(p["StartTime"]) if p.get("StartTime") else now - NINETY_DAYS
         rows: list[market.PriceRow] = []
         if req.region == self.history.region:
-            key = (tuple(types), tuple(zones), tuple(products), start.timestamp(), end.timestamp())
-            cached = self._query_cache.get(key)
+            window = (start.timestamp(), end.timestamp(), self.offset.total_seconds())
+            key = (tuple(types), tuple(zones), tuple(products), *window)
+            with self._cache_lock:
+                cached = self._query_cache.get(key)
             if cached is None:
                 cached = self.history.query(
                     self.history_time(start).timestamp(),
@@ -413,9 +416,10 @@ class MarketLayer:
                     zones,
                     products,
                 )
-                self._query_cache[key] = cached
-                while len(self._query_cache) > 8:
-                    self._query_cache.popitem(last=False)
+                with self._cache_lock:
+                    self._query_cache[key] = cached
+                    while len(self._query_cache) > 8:
+                        self._query_cache.popitem(last=False)
             rows = cached
         page = rows[offset : offset + max_results]
         shift = self.offset.total_seconds()
@@ -514,6 +518,14 @@ class MarketLayer:
     def _pool_unavailable(self, instance_type: str, zone: str, market_type: str) -> bool:
         return (instance_type, zone, market_type) in self.unavailable
 
+    def _zones_with(self, instance_type: str, market_type: str, region: str) -> list[str]:
+        """Zones of the region where the pool is not marked unavailable (for ICE messages)."""
+        return [
+            z
+            for z in sorted(market.zone_ids(region))
+            if not self._pool_unavailable(instance_type, z, market_type)
+        ]
+
     def set_capacity(self, pools: list[dict[str, str]], available: bool) -> None:
         """Mark pools (instance_type, zone, market: spot|on-demand|*) (un)available."""
         keys: list[tuple[str, str, str]] = []
@@ -595,8 +607,14 @@ class MarketLayer:
                     req,
                     start_response,
                     "InsufficientInstanceCapacity",
-                    fleet.ice_message(itype, zone),
+                    fleet.ice_message(
+                        itype, zone, self._zones_with(itype, market_type, req.region)
+                    ),
                 )
+            extra = _from_template(req.params, tmpl, market_type)
+            if extra:  # moto ignores the template's market and placement: say them explicitly
+                raw = urlencode(dict(req.params, **extra)).encode()
+                environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(raw), str(len(raw))
             status, headers, body = self._call_moto(environ)
             if status >= 500 and "html" in dict((k.lower(), v) for k, v in headers).get(
                 "content-type", ""
@@ -703,7 +721,9 @@ class MarketLayer:
             def check(c: fleet.Candidate) -> tuple[str, str] | None:
                 if self._pool_unavailable(c.instance_type, c.zone, market_type):
                     return "InsufficientInstanceCapacity", fleet.ice_message(
-                        c.instance_type, c.zone
+                        c.instance_type,
+                        c.zone,
+                        self._zones_with(c.instance_type, market_type, req.region),
                     )
                 if (
                     market_type == fleet.SPOT
@@ -854,7 +874,8 @@ class MarketLayer:
                     )
                 if body.get("history_time") is not None:
                     self.offset = self.clock.now() - _ts(body["history_time"])
-                    self._query_cache.clear()
+                    with self._cache_lock:
+                        self._query_cache.clear()
             return 200, self.clock_json()
         if path == "capacity":
             if method == "POST":
@@ -955,6 +976,26 @@ def _template_subnet(data: dict[str, Any]) -> str | None:
         if nic.get("SubnetId"):
             return str(nic["SubnetId"])
     return None
+
+
+def _from_template(
+    params: dict[str, str], tmpl: dict[str, Any], market_type: str
+) -> dict[str, str]:
+    """RunInstances parameters the launch template implies but moto would not apply."""
+    extra: dict[str, str] = {}
+    if market_type == fleet.SPOT and "InstanceMarketOptions.MarketType" not in params:
+        extra["InstanceMarketOptions.MarketType"] = "spot"
+    explicit = any(
+        k == "SubnetId" or k.startswith(("Placement.", "NetworkInterface.")) for k in params
+    )
+    if not explicit:
+        subnet = _template_subnet(tmpl)
+        zone = (tmpl.get("Placement") or {}).get("AvailabilityZone")
+        if subnet:
+            extra["SubnetId"] = subnet
+        elif zone:
+            extra["Placement.AvailabilityZone"] = str(zone)
+    return extra
 
 
 def _zone_of(ec2: Any, region: str, p: dict[str, Any], tmpl: dict[str, Any]) -> str:

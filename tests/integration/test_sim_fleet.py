@@ -219,6 +219,8 @@ def test_run_instances_into_a_marked_pool_fails_with_insufficient_capacity(
             InstanceMarketOptions=spot,
         )
     assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500  # as AWS: retried
+    assert "us-east-1b" in err.value.response["Error"]["Message"]  # a zone that has capacity
     ok = ec2.run_instances(
         ImageId="ami-12c6146b",
         MinCount=1,
@@ -273,3 +275,25 @@ def test_repeated_client_token_launches_nothing_new(cloud_reset: Cloud) -> None:
         c for c in cloud_reset.client.calls() if c.detail == "idempotent replay of ClientToken"
     ]
     assert [c.operation for c in replays] == ["RunInstances", "CreateFleet"]
+
+
+def test_spot_from_the_launch_template_is_a_spot_launch(cloud_reset: Cloud) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    ec2.create_launch_template(
+        LaunchTemplateName="spot-template",
+        LaunchTemplateData={
+            "ImageId": "ami-12c6146b",
+            "InstanceType": "r5.large",
+            "InstanceMarketOptions": {"MarketType": "spot"},
+            "Placement": {"AvailabilityZone": "us-east-1d"},
+        },
+    )
+    template = {"LaunchTemplateName": "spot-template"}
+    inst = ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate=template)["Instances"][0]
+    assert inst["InstanceLifecycle"] == "spot"
+    assert inst["InstanceType"] == "r5.large"
+    assert inst["Placement"]["AvailabilityZone"] == "us-east-1d"
+    cloud_reset.client.mark_unavailable(sim_client.Pool("r5.large", "us-east-1d", "spot"))
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate=template)
+    assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
