@@ -19,9 +19,9 @@ def is_mutating(operation: str) -> bool:
 class CallRecord:
     """One call: who answered it, how, and whether the layer injected or detected a problem.
 
-    ``handled_by``: ``layer`` (answered by the market layer), ``moto`` (passed through),
-    ``control`` (the layer's own control API is not logged) or ``sim`` (layer-initiated
-    actions such as interruptions). ``unimplemented`` marks calls moto could not serve.
+    ``handled_by``: ``layer`` (answered by the market layer), ``moto`` (passed through)
+    or ``sim`` (layer-initiated actions such as interruptions); control-API calls are
+    not logged. ``unimplemented`` marks calls moto could not serve.
     """
 
     seq: int
