@@ -40,7 +40,7 @@ def main() -> None:
     pools = sorted(
         model.Pool(t, z, model.Market.SPOT) for t, zones in cat.zones.items() for z in zones
     )
-    names, x = risk.market_features(
+    _names, x = risk.market_features(
         snap, cat, now, extra=[(p.instance_type, p.zone) for p in pools]
     )
     predict_ms = median_ms(lambda: risk.predict_features(x))

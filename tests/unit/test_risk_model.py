@@ -32,7 +32,7 @@ SPLIT = train.Split(
 @pytest.fixture(scope="module")
 def small_rows() -> dataset.Rows:
     """All zones of a few families (about 120 pools) of the real 2021 history."""
-    ev, first, last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, _first, _last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
     keep = [
         i for i, t in enumerate(ev.types) if t.split(".")[0] in ("c5", "m5", "r5", "c5a", "m5a")
     ]
@@ -140,7 +140,7 @@ def test_protocol_scores_match_the_training_features() -> None:
     assert probs[-1] == 0.0
     assert all(0.0 <= p <= 1.0 for p in probs)
     # the same pools through the training path
-    ev, first, last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, _first, _last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
     adv = risk_cli.load_advisor([risk_cli.bundled_path(risk_cli.BUNDLED_ADVISOR)])
     t = now.timestamp() / 3600.0
     static = dataset.static_for(ev, cat, dataset.advisor_in_force(adv, t))
