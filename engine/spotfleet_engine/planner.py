@@ -547,6 +547,8 @@ def _scale_in(
     od_cap = sum(u for i, u in units.items() if c.is_od[i])
     if cap <= policy.target:
         return left
+    if policy.target <= 0:  # the empty plan meets every constraint
+        return {i: [] for i in left}
     b, q, _ = od_b
     share = policy.max_pool_share_pct / 100.0
     order = sorted(

@@ -449,3 +449,20 @@ def test_plan_summary_mentions_outcome_and_cost(
     text = p.summary()
     assert text.startswith("Optimal: 64/64 vcpu")
     assert f"${p.cost_per_hour:.4f}/h" in text
+
+
+def test_target_zero_scales_everything_in(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    a = model.Pool("c5.large", "us-east-1a", model.Market.SPOT)
+    b = model.Pool("c5.large", "us-east-1b", model.Market.ON_DEMAND)
+    fleet = fleet_of({a: 3, b: 2})
+    p = decide(
+        policy(target=0, on_demand_base=4, max_pool_share_pct=50, min_pools=2), cat, snap, fleet
+    )
+    assert p.targets == {}
+    assert sorted(t.instance_id for t in p.terminations) == sorted(
+        i.instance_id for i in fleet.instances
+    )
+    assert {t.reason for t in p.terminations} == {"scale-in"}
+    assert p.cost_per_hour == 0.0 and p.savings_pct == 0.0
