@@ -32,7 +32,7 @@ SPLIT = train.Split(
 @pytest.fixture(scope="module")
 def small_rows() -> dataset.Rows:
     """All zones of a few families (about 120 pools) of the real 2021 history."""
-    ev, _first, _last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, first, last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
     keep = [
         i for i, t in enumerate(ev.types) if t.split(".")[0] in ("c5", "m5", "r5", "c5a", "m5a")
     ]
