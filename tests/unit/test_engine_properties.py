@@ -166,7 +166,7 @@ def violations(
     need = pol.target if floor is None else floor
     if cap < need - EPS:
         out.append(f"capacity {cap} < {need}")
-    b = min(pol.on_demand_base, pol.target)
+    b = min(pol.on_demand_base, pol.target, cap)  # a degraded plan may hold less than the base
     q = pol.on_demand_percentage_above_base / 100.0
     if od_cap < b + q * (cap - b) - EPS:
         out.append(f"on-demand {od_cap} < base/percentage {b + q * (cap - b)}")
