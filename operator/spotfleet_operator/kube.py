@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import os
 from typing import Any
 
@@ -62,6 +63,36 @@ class Kube:
             self.custom.patch_namespaced_custom_object_status(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status}
             )
+
+        await asyncio.to_thread(run)
+
+    async def post_event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the policy, for code that runs outside a Kopf handler
+        (Kopf's own ``kopf.event`` only posts from within handlers)."""
+        meta = body["metadata"]
+        now = datetime.datetime.now(datetime.UTC)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion", api.API_VERSION),
+                "kind": body.get("kind", api.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "spotfleet"},
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+
+        def run() -> None:
+            self.core.create_namespaced_event(meta["namespace"], event)
 
         await asyncio.to_thread(run)
 

@@ -420,7 +420,9 @@ async def _observe_decide_act(
             del deps.doomed[iid]
         fleet = _to_fleet([o for o in owned if o.instance_id not in deps.doomed], len(history))
         t0 = time.perf_counter()
-        plan = planner.decide(policy, catalog, market, fleet, deps.risk, now)
+        # a stand-in cloud may run its market clock ahead of ours: decide at the later
+        decide_at = max(now, market.observed_at)
+        plan = planner.decide(policy, catalog, market, fleet, deps.risk, decide_at)
         deps.metrics.decision_duration.observe(time.perf_counter() - t0)
         if spec.dry_run or plan.outcome == "Infeasible":
             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,15 +31,17 @@ def run(
     all_namespaces: bool,
     kubeconfig: str | None,
     overrides: Mapping[str, Any],
-    stop_flag: asyncio.Event | None = None,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    configure_logging: bool = True,
 ) -> None:
     """Blocking: run the operator until interrupted (or ``stop_flag`` is set)."""
     ns = () if all_namespaces else namespaces  # no namespace given: cluster-wide
     cfg = apply_overrides({**overrides, "namespaces": ns or None}, kubeconfig)
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if configure_logging:
+        logging.basicConfig(
+            level=getattr(logging, cfg.log_level),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     import kopf
 
     from spotfleet_operator import handlers  # registers the handlers

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -143,6 +143,7 @@ async def handle_notice(n: interruptions.Notice, deps: reconcile.Deps, k: kube.K
             f"{n.kind} for {n.instance_id} ({n.pool_key}); replacing it now",
         ),
     )
+    log.info("%s for %s (%s, %s): reconciled", n.kind, n.instance_id, n.owner_ref, n.pool_key)
     await k.patch_status(ns, name, res.status)
     for e in res.events:
-        kopf.event(cast(Any, body), type=e.type, reason=e.reason, message=e.message)
+        await k.post_event(body, e.type, e.reason, e.message)
