@@ -179,7 +179,7 @@ class Policy:
       base that is on-demand too (the rest is spot).
     - ``max_spot_price_per_unit_hour``: USD per unit-hour; spot pools priced above
       it are never planned. ``budget_per_hour``: USD/h cap on the whole plan.
-    - ``min_pools``: at least this many distinct spot pools when spot is planned;
+    - ``min_pools``: the plan uses at least this many distinct pools (on-demand pools count);
       ``max_pool_share_pct``: no pool holds more than this percent of the target.
     - Hysteresis: running capacity only moves when ``rebalance_enabled`` and the
       move saves more than ``min_savings_pct`` percent of the current cost over
