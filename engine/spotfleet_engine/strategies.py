@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -121,31 +121,47 @@ def eligible(
     policy: model.Policy,
     catalog: catalog_mod.Catalog,
     market: market_mod.MarketSnapshot,
+    memo: dict[str, Any] | None = None,
 ) -> tuple[list[Candidate], list[Candidate]]:
     """(spot, on-demand) pools a baseline may launch into now, sorted by key.
 
     Same rules as the planner: type matches the requirements and has an
     on-demand price, zone allowed, spot price known, not marked unavailable,
-    spot price within ``maxSpotPricePerUnitHour x units``.
+    spot price within ``maxSpotPricePerUnitHour x units``. ``memo`` (a dict the
+    caller keeps between calls) lets immutable pools and on-demand candidates
+    be reused; the result is the same with or without it.
     """
     types = _types(policy, catalog)
     zones_ok = frozenset(policy.zones)
     spot: list[Candidate] = []
-    spot_zones: dict[str, set[str]] = {}
+    spot_zones: dict[str, frozenset[str]] = {}
     cap = policy.max_spot_price_per_unit_hour
+    pools: dict[tuple[str, str], model.Pool] | None = None
+    if memo is not None:
+        pools = memo.setdefault("pools", {})
     for (t, z), hist in sorted(market.spot_history.items()):
         w = types.get(t)
         if w is None or not hist or (zones_ok and z not in zones_ok):
             continue
-        spot_zones.setdefault(t, set()).add(z)
-        pool = model.Pool(t, z, model.Market.SPOT)
+        spot_zones[t] = spot_zones.get(t, frozenset()) | {z}
+        pool = pools.get((t, z)) if pools is not None else None
+        if pool is None:
+            pool = model.Pool(t, z, model.Market.SPOT)
+            if pools is not None:
+                pools[(t, z)] = pool
         price = hist[-1].price
         if pool in market.unavailable or (cap is not None and price > cap * w + 1e-12):
             continue
         spot.append(Candidate(pool, price, w))
+    # on-demand pools depend only on (policy, catalog, zones with prices): reuse them
+    zkey = tuple(sorted(spot_zones.items()))
+    if memo is not None:
+        hit = memo.get("od")
+        if hit is not None and hit[0] is policy and hit[1] is catalog and hit[2] == zkey:
+            return spot, list(hit[3])
     od: list[Candidate] = []
     for t, w in types.items():
-        zs = catalog.zones.get(t) or frozenset(spot_zones.get(t, set()))
+        zs = catalog.zones.get(t) or spot_zones.get(t, frozenset())
         for z in sorted(zs):
             if not zones_ok or z in zones_ok:
                 od.append(
@@ -155,6 +171,8 @@ def eligible(
                         w,
                     )
                 )
+    if memo is not None:
+        memo["od"] = (policy, catalog, zkey, tuple(od))
     return spot, od
 
 
@@ -305,6 +323,8 @@ def _maintain(
 class _Baseline:
     risk: risk_protocol.RiskModel
     name: str = "baseline"
+    #: reuse of the on-demand candidates between calls (pure values; see ``eligible``)
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def rank(self, spot: list[Candidate], policy: model.Policy) -> list[Candidate]:
         raise NotImplementedError
@@ -322,7 +342,7 @@ class _Baseline:
         risk: risk_protocol.RiskModel,
         now: datetime,
     ) -> plan_mod.Plan:
-        spot, od = eligible(policy, catalog, market)
+        spot, od = eligible(policy, catalog, market, self._memo)
         if self.uses_risk:
             spot = _with_risk(spot, risk, market, catalog, now)
         return _maintain(

@@ -179,6 +179,7 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
     for name, series in tl["cumulative_interruptions"].items():
         ax2.step(times, series, where="post", label=name)
     ax2.set_ylabel("cumulative interruptions")
+    ax2.set_ylim(bottom=0)
     ax2.grid(alpha=0.3)
     fig.suptitle(
         f"spotfleet backtest {doc['window']['from'][:16]} .. {doc['window']['to'][:16]}, "
