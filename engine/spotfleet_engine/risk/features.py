@@ -31,8 +31,10 @@ I64 = npt.NDArray[np.int64]
 RETURN_LAGS: tuple[int, ...] = (1, 3, 6, 12, 24, 48, 72, 168)
 #: Trailing windows (hours) for realised volatility and change counts.
 VOL_WINDOWS: tuple[int, ...] = (6, 24, 72, 168)
-#: Cap (hours) on "time since" features; also the value used when there was no such event.
-SINCE_CAP_H = 720.0
+#: Memory (hours) of the event-based features (time since, last change, streak):
+#: events older than this count as absent, so a snapshot with this much history
+#: gives exactly the training features. Also the "time since" value when none.
+SINCE_CAP_H = 168.0
 
 #: Leading letters of instance families, in a fixed order (the code is the index; unknown -> -1).
 FAMILY_CLASSES: tuple[str, ...] = (
@@ -314,14 +316,27 @@ def _event_stats(ev: PriceEvents) -> _EventStats:
     pos = np.searchsorted(chg_idx, last_chg)
     has = last_chg >= 0
     streak[has] = streak_at_chg[pos[has]]
+
+    def pool_cumsum(v: F64) -> F64:
+        # cumulative sum restarted at every pool, computed per pool (a padded 2-D
+        # cumsum) so no pool's sums depend, even in rounding, on another pool
+        lens = np.diff(ev.offsets)
+        width = int(lens.max()) if lens.size else 0
+        pad = np.zeros((lens.size, width))
+        col = idx - pool_start
+        row = np.repeat(np.arange(lens.size), lens)
+        pad[row, col] = v
+        out: F64 = np.cumsum(pad, axis=1)[row, col]
+        return out
+
     return _EventStats(
         rise_table=range_max_table(np.maximum(logchg, 0.0)),
         rise_streak=streak,
         logchg=logchg,
-        cum_sq=np.cumsum(logchg**2),
-        cum_chg=np.cumsum(changed.astype(np.float64)),
-        cum_rise=np.cumsum(rise.astype(np.float64)),
-        cum_rise_log=np.cumsum(np.where(rise, logchg, 0.0)),
+        cum_sq=pool_cumsum(logchg**2),
+        cum_chg=pool_cumsum(changed.astype(np.float64)),
+        cum_rise=pool_cumsum(rise.astype(np.float64)),
+        cum_rise_log=pool_cumsum(np.where(rise, logchg, 0.0)),
         last_change_idx=last_chg,
         last_rise_idx=last_true(rise),
         last_fall_idx=last_true(fall),
@@ -331,10 +346,9 @@ def _event_stats(ev: PriceEvents) -> _EventStats:
 def _window_sum(cum: F64, idx_now: I64, idx_then: I64, pool_start: I64) -> F64:
     """Sum over events in (then, now] of the per-event quantity whose cumsum is ``cum``."""
     now_v = np.where(idx_now >= 0, cum[np.maximum(idx_now, 0)], 0.0)
-    # idx_then == -1 means the window starts before the pool's first event:
-    # subtract the cumsum just before the pool's first event.
-    base_idx = np.where(idx_then >= 0, idx_then, pool_start - 1)
-    then_v = np.where(base_idx >= 0, cum[np.maximum(base_idx, 0)], 0.0)
+    # cumsums restart at each pool; idx_then == -1 means the window starts
+    # before the pool's first event, so nothing is subtracted.
+    then_v = np.where(idx_then >= 0, cum[np.maximum(idx_then, 0)], 0.0)
     return np.where(idx_now >= 0, now_v - then_v, np.nan)
 
 
@@ -453,25 +467,35 @@ def feature_matrix(
 
     safe_i0 = np.maximum(i0, 0)
 
-    def since(last_idx: I64) -> F64:
+    # events after the one in force at t - SINCE_CAP_H are "recent"
+    _, i_mem = _price_at(ev, pool, t - SINCE_CAP_H, key)
+
+    def recent(last_idx: I64) -> I64:
         li = last_idx[safe_i0]
+        return np.where((i0 >= 0) & (li >= 0) & (li > i_mem), li, -1)
+
+    def since(last_idx: I64) -> F64:
+        li = recent(last_idx)
         h = np.where(li >= 0, t - ev.hours[np.maximum(li, 0)], SINCE_CAP_H)
         return np.where(i0 >= 0, np.minimum(h, SINCE_CAP_H), np.nan)
 
     cols["hours_since_change"] = since(stats.last_change_idx)
     cols["hours_since_rise"] = since(stats.last_rise_idx)
     cols["hours_since_fall"] = since(stats.last_fall_idx)
-    lci = stats.last_change_idx[safe_i0]
+    lci = recent(stats.last_change_idx)
     cols["last_change"] = np.where(
         (i0 >= 0) & (lci >= 0), stats.logchg[np.maximum(lci, 0)], np.where(i0 >= 0, 0.0, np.nan)
     )
-    cols["rise_streak"] = np.where(i0 >= 0, stats.rise_streak[safe_i0], np.nan)
-    lfi = stats.last_fall_idx[safe_i0]
+    # consecutive rises ending at the last recent change, counting recent changes only
+    cols["rise_streak"] = np.where(
+        i0 >= 0, np.minimum(stats.rise_streak[safe_i0], cols[f"changes_{VOL_WINDOWS[-1]}h"]), np.nan
+    )
+    lfi = recent(stats.last_fall_idx)
     cols["runup_since_fall"] = np.where(
         i0 < 0, np.nan, np.where(lfi >= 0, logp0 - np.log(ev.prices[np.maximum(lfi, 0)]), np.nan)
     )
     prev_chg = np.where(lci > pool_start, stats.last_change_idx[np.maximum(lci - 1, 0)], -1)
-    prev_chg = np.where(prev_chg >= pool_start, prev_chg, -1)
+    prev_chg = np.where((prev_chg >= pool_start) & (prev_chg > i_mem), prev_chg, -1)
     gap = ev.hours[np.maximum(lci, 0)] - ev.hours[np.maximum(prev_chg, 0)]
     cols["hours_between_last_changes"] = np.where(
         (i0 >= 0) & (lci >= 0) & (prev_chg >= 0), np.minimum(gap, SINCE_CAP_H), np.nan
