@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spotfleet_engine import backtest, catalog, market, model, strategies
-from spotfleet_engine.backtest import report, traces
+from spotfleet_engine.backtest import interruptions, report, traces
 from spotfleet_engine.risk import xgb
 
 START = datetime(2021, 3, 3, tzinfo=UTC)
@@ -132,11 +132,40 @@ def goals(res: backtest.ReplayResult) -> dict[str, Any]:
     }
 
 
+def seeds(policy_name: str, seed_list: list[int], days: float | None) -> int:
+    """Penalised cost and interruptions of one policy under several reclaim seeds."""
+    end = END if days is None else START + timedelta(days=days)
+    out: dict[str, Any] = {"policy": policy_name, "seeds": {}}
+    for seed in seed_list:
+        cfg = interruptions.InterruptionConfig(seed=seed)
+        res, _wall = run_one(policy_name, POLICIES[policy_name], START, end, cfg)
+        print(table(f"{policy_name} seed {seed}", res), flush=True)
+        out["seeds"][seed] = {
+            r["strategy"]: {
+                "penalised_cost": r["penalised_cost"],
+                "interruptions": r["interruptions"],
+            }
+            for r in report.rows(res)
+        } | {"goals": goals(res)}
+    print(json.dumps(out, separators=(",", ":")))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=None, help="shorten the window (smoke runs)")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument(
+        "--seeds",
+        type=str,
+        default=None,
+        help="comma-separated reclaim seeds: replay only these seeds of --policy "
+        "(robustness check; not the standard scenario)",
+    )
+    ap.add_argument("--policy", choices=sorted(POLICIES), default="gp-64vcpu")
     args = ap.parse_args()
+    if args.seeds is not None:
+        return seeds(args.policy, [int(x) for x in args.seeds.split(",")], args.days)
     end = END if args.days is None else START + timedelta(days=args.days)
     out: dict[str, Any] = {
         "scenario": {"from": START.isoformat(), "to": end.isoformat(), "seed": 0}
