@@ -13,7 +13,7 @@ import io
 import json
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,30 @@ def load_history(paths: Sequence[Path], region: str) -> market.PriceHistory:
         return prices.history_from_rows(all_rows(), region=region)
     except (KeyError, ValueError) as exc:
         raise UsageError(f"cannot read prices: {type(exc).__name__}: {exc}") from exc
+
+
+def load_advisor(path: Path | None, region: str) -> market.AdvisorHistory:
+    """Advisor snapshots of ``region`` from a CSV in the bundled layout
+    (``snapshot_date, region, instance_type, interruption_range_index,
+    savings_pct_vs_ondemand``; other columns ignored), or the bundled ones."""
+    if path is None:
+        return market.load_bundled_advisor(region)
+    acc: dict[date, dict[str, market.AdvisorEntry]] = {}
+    try:
+        for r in _rows(path):
+            if r["region"] != region or r.get("os", "Linux") != "Linux":
+                continue
+            acc.setdefault(date.fromisoformat(r["snapshot_date"]), {})[r["instance_type"]] = (
+                market.AdvisorEntry(
+                    band=int(r["interruption_range_index"]),
+                    savings_pct=float(r["savings_pct_vs_ondemand"]),
+                )
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise UsageError(f"cannot read advisor {path}: {type(exc).__name__}: {exc}") from exc
+    if not acc:
+        raise UsageError(f"{path}: no advisor rows for {region}")
+    return market.AdvisorHistory(region, tuple((d, acc[d]) for d in sorted(acc)))
 
 
 def load_policy(path: Path) -> model.Policy:
@@ -195,6 +219,7 @@ def command(
     *,
     price_files: Sequence[Path],
     policy_file: Path,
+    advisor_file: Path | None = None,
     start: str | None,
     end: str | None,
     interval_minutes: float,
@@ -235,7 +260,7 @@ def command(
         if bad:
             raise UsageError("; ".join(bad))
         cat = catalog.load_bundled(policy.region)
-        adv = market.load_bundled_advisor(policy.region)
+        adv = load_advisor(advisor_file, policy.region)
     except (UsageError, ValueError) as exc:
         con.print(f"[red]error:[/red] {exc}")
         return 2
@@ -283,6 +308,7 @@ def command(
     doc["sim_hours_per_wall_s"] = round(result.simulated_hours / wall, 3) if wall > 0 else None
     doc["prices"] = [str(p) for p in price_files] or ["bundled:" + market.SPOT_PRICES_2021_FILE]
     doc["policy_file"] = str(policy_file)
+    doc["advisor"] = str(advisor_file) if advisor_file else "bundled:" + market.ADVISOR_FILE
     doc["risk_model"] = risk.name
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "backtest.json").write_text(json.dumps(doc, indent=1))

@@ -175,6 +175,9 @@ def backtest(
         "(default: the bundled 2021 us-east-1 Linux history).",
     ),
     policy: Path = typer.Option(..., "--policy", help="SpotPolicy manifest (YAML or JSON)."),
+    advisor: Path | None = typer.Option(
+        None, "--advisor", help="Spot Advisor snapshots CSV (default: the bundled ones)."
+    ),
     start: str | None = typer.Option(None, "--from", help="Window start, ISO-8601 (UTC)."),
     end: str | None = typer.Option(None, "--to", help="Window end, ISO-8601 (UTC)."),
     interval_minutes: float = typer.Option(60.0, "--interval-minutes", help="Decision interval."),
@@ -210,6 +213,7 @@ def backtest(
         backtest_cli.command(
             price_files=prices,
             policy_file=policy,
+            advisor_file=advisor,
             start=start,
             end=end,
             interval_minutes=interval_minutes,

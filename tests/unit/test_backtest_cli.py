@@ -65,10 +65,17 @@ def test_backtest_on_a_user_csv(tmp_path: Path) -> None:
     _write_prices(prices)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
+    advisor = tmp_path / "advisor.csv"
+    advisor.write_text(
+        "snapshot_date,region,os,instance_type,savings_pct_vs_ondemand,interruption_range_index\n"
+        "2022-05-01,us-east-1,Linux,m5.large,60,4\n"
+        "2022-05-01,us-east-1,Linux,m5.xlarge,65,0\n"
+    )
     out = tmp_path / "results"
     proc = subprocess.run(
         [
             *_spotfleet(), "backtest", "--prices", str(prices), "--policy", str(policy),
+            "--advisor", str(advisor),
             "--from", "2022-06-01T06:00:00Z", "--to", "2022-06-02T18:00:00Z",
             "--out", str(out), "--risk-model", "advisor", "--hazard-scale", "200",
         ],
@@ -78,6 +85,7 @@ def test_backtest_on_a_user_csv(tmp_path: Path) -> None:
     doc = json.loads((out / "backtest.json").read_text())
     assert doc["window"]["simulated_hours"] == 36
     assert doc["pools"]["spot"] == 4
+    assert doc["advisor"] == str(advisor)
     names = [r["strategy"] for r in doc["strategies"]]
     assert names == [
         "on-demand", "lowest-price", "capacity-optimized", "price-capacity-optimized",
