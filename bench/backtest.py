@@ -63,7 +63,11 @@ POLICIES = {
 
 
 def run_one(
-    name: str, policy: model.Policy, start: datetime, end: datetime
+    name: str,
+    policy: model.Policy,
+    start: datetime,
+    end: datetime,
+    config: interruptions.InterruptionConfig | None = None,
 ) -> tuple[backtest.ReplayResult, float]:
     cat = catalog.load_bundled("us-east-1")
     hist = market.load_bundled_history()
@@ -79,6 +83,7 @@ def run_one(
         start=start,
         end=end,
         advisor=adv,
+        config=config or interruptions.InterruptionConfig(),
         traces=traces.load_bundled_traces(),
     )
     return res, time.perf_counter() - t0
