@@ -166,3 +166,19 @@ def test_metrics_agree_with_scikit_learn() -> None:
     assert metrics.roc_auc(y, p) == pytest.approx(roc_auc_score(y, p))
     assert metrics.average_precision(y, p) == pytest.approx(average_precision_score(y, p))
     assert metrics.brier(y, p) == pytest.approx(brier_score_loss(y, p))
+
+
+def test_planner_decide_uses_the_model() -> None:
+    from spotfleet_engine import planner
+
+    risk = xgb.load_bundled()
+    now = datetime(2021, 5, 12, 6, tzinfo=UTC)
+    snap = market.snapshot_at(market.load_bundled_history(), now)
+    cat = catalog.load_bundled().restricted_to({t for t, _ in snap.spot_history})
+    pol = model.Policy(region="us-east-1", target=64.0, unit=model.CapacityUnit.VCPU, min_pools=3)
+    result = planner.decide(pol, cat, snap, model.Fleet(), risk, now)
+    assert result.targets, result
+    spot = [p for p in result.targets if p.market is model.Market.SPOT]
+    assert len(spot) >= 3
+    probs = risk.interruption_probability(spot, snap, cat, now)
+    assert all(0.0 <= p < 0.5 for p in probs)
