@@ -113,7 +113,7 @@ def _cert(
 
 @dataclass
 class LocalCluster:
-    """etcd + kube-apiserver on loopback; ``start()`` then ``stop()`` (or use as a context manager)."""
+    """etcd + kube-apiserver on loopback: ``start()``, then ``stop()`` (or a context manager)."""
 
     workdir: Path | None = None
     log_dir: Path | None = None
@@ -131,7 +131,7 @@ class LocalCluster:
         self.stop()
 
     def start(self, timeout_s: float = 120.0) -> None:
-        """Generate certificates, start etcd and kube-apiserver, wait for /readyz, write a kubeconfig."""
+        """Make certificates, start etcd and kube-apiserver, await /readyz, write a kubeconfig."""
         etcd_bin, apiserver_bin = (find_binary(n) for n in BINARIES)
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="spotfleet-cluster-"))

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
-
 from spotfleet_operator.aws import ec2, errors
 
 
@@ -44,7 +43,12 @@ class FakeEc2:
     def _enter(self, op: str) -> None:
         self.calls.append(op)
         if self.auth_error:
-            raise errors.AwsError(op, "AuthFailure", "AWS was not able to validate the credentials", errors.ErrorClass.AUTH)
+            raise errors.AwsError(
+                op,
+                "AuthFailure",
+                "AWS was not able to validate the credentials",
+                errors.ErrorClass.AUTH,
+            )
         if self.fail_next:
             raise self.fail_next.pop(0)
 
@@ -62,10 +66,16 @@ class FakeEc2:
         self._enter("owned_instances")
         return [
             ec2.OwnedInstance(
-                i.instance_id, i.pool, i.state, i.launched_at, i.tags[ec2.TAG_POLICY_UID], i.tags.get(ec2.TAG_POLICY, "")
+                i.instance_id,
+                i.pool,
+                i.state,
+                i.launched_at,
+                i.tags[ec2.TAG_POLICY_UID],
+                i.tags.get(ec2.TAG_POLICY, ""),
             )
             for i in self.running()
-            if ec2.TAG_POLICY_UID in i.tags and (policy_uid is None or i.tags[ec2.TAG_POLICY_UID] == policy_uid)
+            if ec2.TAG_POLICY_UID in i.tags
+            and (policy_uid is None or i.tags[ec2.TAG_POLICY_UID] == policy_uid)
         ]
 
     async def spot_price_history(
@@ -88,7 +98,9 @@ class FakeEc2:
         self._enter("subnets_by_zone")
         return {f"us-east-1{c}": f"subnet-{c}" for c in "abcdef"}
 
-    async def ensure_launch_template(self, policy_uid: str, spec: ec2.LaunchSpec, tags: dict[str, str]) -> str:
+    async def ensure_launch_template(
+        self, policy_uid: str, spec: ec2.LaunchSpec, tags: dict[str, str]
+    ) -> str:
         self._enter("ensure_launch_template")
         name = spec.launch_template_name or ec2.launch_template_name(policy_uid)
         self.templates[name] = spec

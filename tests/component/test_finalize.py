@@ -9,7 +9,9 @@ from tests.component.fake_ec2 import FakeEc2
 from tests.component.test_reconcile import MARKET_TIME, NOW, Secrets, make_deps, policy
 
 
-async def _launched(spec: dict[str, object] | None = None) -> tuple[FakeEc2, reconcile.Deps, dict[str, object]]:
+async def _launched(
+    spec: dict[str, object] | None = None,
+) -> tuple[FakeEc2, reconcile.Deps, dict[str, object]]:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
     body = policy(spec)
@@ -41,7 +43,9 @@ async def test_orphan_untags_and_leaves_running() -> None:
 
 async def test_outage_retries_with_backoff_and_says_why() -> None:
     fake, deps, body = await _launched()
-    fake.fail_next.append(errors.AwsError("DescribeInstances", "InternalError", "outage", errors.ErrorClass.TRANSIENT))
+    fake.fail_next.append(
+        errors.AwsError("DescribeInstances", "InternalError", "outage", errors.ErrorClass.TRANSIENT)
+    )
     res = await finalize.run(body, deps, NOW, attempt=3)
     assert not res.done and res.retry_after >= 5
     assert res.events[-1].type == "Warning" and "outage" in res.events[-1].message
@@ -51,7 +55,7 @@ async def test_outage_retries_with_backoff_and_says_why() -> None:
 
 
 async def test_permanently_missing_credentials_release_after_max_attempts() -> None:
-    fake, deps, body = await _launched()
+    _, deps, body = await _launched()
     deps.secrets = Secrets({})
     early = await finalize.run(body, deps, NOW, attempt=0)
     assert not early.done

@@ -12,7 +12,6 @@ import yaml
 
 from spotfleet_engine import model
 from spotfleet_engine.risk import advisor
-
 from spotfleet_operator import config, metrics, reconcile
 from spotfleet_operator.aws import ec2, errors
 from tests.component.fake_ec2 import FakeEc2
@@ -32,7 +31,10 @@ class Secrets:
         return self.data.get((namespace, name))
 
 
-KEYS = {"aws_access_key_id": "AKIAFAKEFAKEFAKE0001", "aws_secret_access_key": "fake/secret/never/logged"}
+KEYS = {
+    "aws_access_key_id": "AKIAFAKEFAKEFAKE0001",
+    "aws_secret_access_key": "fake/secret/never/logged",
+}
 
 
 def policy(spec_overrides: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
@@ -56,7 +58,12 @@ def policy(spec_overrides: dict[str, Any] | None = None, generation: int = 1) ->
     return {
         "apiVersion": "spotfleet.dev/v1alpha1",
         "kind": "SpotPolicy",
-        "metadata": {"name": "web", "namespace": "team-a", "uid": "uid-web-1", "generation": generation},
+        "metadata": {
+            "name": "web",
+            "namespace": "team-a",
+            "uid": "uid-web-1",
+            "generation": generation,
+        },
         "spec": spec,
     }
 
@@ -127,7 +134,10 @@ async def test_second_reconcile_is_a_no_op_without_events() -> None:
     second = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=1))
     assert len(fake.running()) == n
     assert second.events == []
-    assert cond(second.status, "Ready")["lastTransitionTime"] == cond(first.status, "Ready")["lastTransitionTime"]
+    assert (
+        cond(second.status, "Ready")["lastTransitionTime"]
+        == cond(first.status, "Ready")["lastTransitionTime"]
+    )
 
 
 async def test_restarted_operator_adopts_and_launches_nothing_twice() -> None:
@@ -174,7 +184,9 @@ async def test_capacity_error_marks_pool_and_lands_elsewhere() -> None:
     warnings = [e for e in res.events if e.reason == "InsufficientCapacity"]
     assert {w.message.split(":")[0] for w in warnings} <= {p.key() for p in spot_pools}
     assert warnings
-    avoided = [a for a in res.status["lastDecision"].get("alternatives", []) if "avoided" in a["reason"]]
+    avoided = [
+        a for a in res.status["lastDecision"].get("alternatives", []) if "avoided" in a["reason"]
+    ]
     assert avoided
     # after the TTL the pool is tried again
     active = deps.unavailable_pools("us-east-1").active(NOW + dt.timedelta(seconds=301))
@@ -228,7 +240,11 @@ async def test_transient_failures_degrade_after_n_and_recover() -> None:
     deps = make_deps(fake)
     body = policy()
     for i in range(3):
-        fake.fail_next.append(errors.AwsError("DescribeInstances", "InternalError", "boom", errors.ErrorClass.TRANSIENT))
+        fake.fail_next.append(
+            errors.AwsError(
+                "DescribeInstances", "InternalError", "boom", errors.ErrorClass.TRANSIENT
+            )
+        )
         res = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=i))
         body = copy.deepcopy(body) | {"status": res.status}
         assert res.requeue_after is not None and res.requeue_after > 0
@@ -258,10 +274,16 @@ async def test_every_example_reconciles_without_error(example: str) -> None:
     fake = FakeEc2(MARKET_TIME)
     res = await reconcile.run(body, make_deps(fake, Secrets(data)), NOW)
     assert {c["type"] for c in res.status["conditions"]} == {
-        "Ready", "CapacityFulfilled", "CredentialsValid", "Degraded", "Progressing"
+        "Ready",
+        "CapacityFulfilled",
+        "CredentialsValid",
+        "Degraded",
+        "Progressing",
     }
     assert cond(res.status, "Degraded")["reason"] != "InvalidSpec"
     assert res.status["lastError"] is None or res.status["lastError"]["reason"] in (
-        "BudgetExceeded", "NoEligiblePools", "InsufficientCapacity"
+        "BudgetExceeded",
+        "NoEligiblePools",
+        "InsufficientCapacity",
     ), res.status["lastError"]
     assert res.plan is not None

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_apiserver_is_real_and_authorises_with_rbac(control_plane: localcluster.LocalCluster) -> None:
+def test_apiserver_is_real_and_authorises_with_rbac(
+    control_plane: localcluster.LocalCluster,
+) -> None:
     version = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"].startswith("v1.")
     # RBAC is on: an unprivileged user is refused, the admin is allowed.
@@ -26,7 +28,9 @@ def test_apiserver_is_real_and_authorises_with_rbac(control_plane: localcluster.
     assert allowed.stdout.strip() == "yes"
 
 
-def test_create_and_read_back_a_spotpolicy(crds_installed: localcluster.LocalCluster, namespace: str) -> None:
+def test_create_and_read_back_a_spotpolicy(
+    crds_installed: localcluster.LocalCluster, namespace: str
+) -> None:
     example = sorted((REPO / "examples").glob("*.yaml"))[0]
     manifest = yaml.safe_load(example.read_text())
     manifest["metadata"] = {"name": "foundation", "namespace": namespace}
@@ -34,7 +38,9 @@ def test_create_and_read_back_a_spotpolicy(crds_installed: localcluster.LocalClu
         crds_installed.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(manifest)).stdout
     )
     got = json.loads(
-        crds_installed.kubectl("get", "spotpolicy", "foundation", "-n", namespace, "-o", "json").stdout
+        crds_installed.kubectl(
+            "get", "spotpolicy", "foundation", "-n", namespace, "-o", "json"
+        ).stdout
     )
     # What the server returned, not what we sent: server-assigned identity and bookkeeping.
     assert got["metadata"]["uid"] == created["metadata"]["uid"] != ""

@@ -1,4 +1,4 @@
-"""Foundation: the audit store creates its table and round-trips a row in real PostgreSQL and SQLite."""
+"""Foundation: the audit store creates its table and round-trips rows in PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -50,13 +50,17 @@ async def test_postgres_table_created_and_rows_read_back(postgres_url: str) -> N
         async with s.engine.connect() as conn:
             version = (await conn.execute(text("select version()"))).scalar_one()
             cols = (
-                await conn.execute(
-                    text(
-                        "select column_name from information_schema.columns "
-                        "where table_name = 'decisions' order by column_name"
+                (
+                    await conn.execute(
+                        text(
+                            "select column_name from information_schema.columns "
+                            "where table_name = 'decisions' order by column_name"
+                        )
                     )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
     finally:
         await s.close()
     assert "PostgreSQL" in version

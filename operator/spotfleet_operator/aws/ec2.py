@@ -409,7 +409,7 @@ class Ec2:
             for i in range(0, len(ids), TERMINATE_BATCH):
                 batch = ids[i : i + TERMINATE_BATCH]
 
-                def run(batch: list[str] = batch) -> None:
+                def run(batch: list[str] = batch, tags: list[dict[str, str]] = tags) -> None:
                     self.client().delete_tags(Resources=batch, Tags=tags)
 
                 await self._call("DeleteTags", run)
