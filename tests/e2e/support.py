@@ -27,6 +27,8 @@ import pytest
 import yaml
 
 from spotfleet_operator import localcluster
+from spotfleet_operator.aws import ec2
+from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -279,3 +281,86 @@ def _which(name: str) -> Path:
         if p.is_file() and os.access(p, os.X_OK):
             return p
     pytest.fail(f"{name} not found: run `bash hack/system-deps.sh` (Debian's prometheus package)")
+
+
+# ---- tenants' objects ---------------------------------------------------------
+
+
+def policy(ns: str, name: str = "web", secret: str = "aws", target: int = 32) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "spotfleet.dev/v1alpha1",
+            "kind": "SpotPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "region": "us-east-1",
+                "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "capacity": {"target": target, "unit": "vcpu"},
+                "onDemand": {"base": 4, "percentageAboveBase": 0},
+                "instanceRequirements": {
+                    "vcpu": {"min": 2, "max": 8},
+                    "architectures": ["x86_64"],
+                    "burstable": "exclude",
+                    "currentGenerationOnly": True,
+                },
+                "strategy": {"objective": "balanced", "diversification": {"minPools": 2}},
+                "launch": {"imageId": "ami-0123456789abcdef0"},
+                "credentials": {"secretRef": {"name": secret}},
+            },
+        }
+    )
+
+
+def tenant_secret(ns: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws", "namespace": ns},
+            "stringData": {
+                "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+                "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            },
+        }
+    )
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def status_is(
+    cluster: localcluster.LocalCluster, ns: str, name: str, generation: int, ready: str
+) -> Any:
+    def check() -> Any:
+        obj = get_json(cluster, "spotpolicy", name, "-n", ns)
+        st = obj.get("status") or {}
+        if (
+            st.get("observedGeneration") == generation
+            and condition(obj, "Ready").get("status") == ready
+        ):
+            return obj
+        return None
+
+    return check
+
+
+def owned_instances(cloud: cloud_fx.Cloud, uid: str) -> list[dict[str, Any]]:
+    out = []
+    pages = (
+        cloud.boto3_client("ec2")
+        .get_paginator("describe_instances")
+        .paginate(
+            Filters=[
+                {"Name": "tag:" + ec2.TAG_POLICY_UID, "Values": [uid]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ]
+        )
+    )
+    for page in pages:
+        for r in page["Reservations"]:
+            out.extend(r["Instances"])
+    return out

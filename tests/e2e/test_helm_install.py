@@ -7,7 +7,7 @@ run and the image values are irrelevant. What is tested is what the API server h
 after ``helm install`` (CRD, ServiceAccount, RBAC, Deployment...), and then the
 operator started from that Deployment's own args and env (see ``support.run_deployment``)
 with the identity of the chart's ServiceAccount -- so the chart's RBAC is what allows
-or refuses every call the operator makes. The kind tier runs the real image."""
+or refuses every call the operator makes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from spotfleet_operator import localcluster
-from spotfleet_operator.aws import ec2
 from tests.e2e import dashboard, support
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import OperatorProcess, wait_for
@@ -45,62 +44,6 @@ EXPECTED_RULES = (
 )
 #: Log lines that would mean the chart's RBAC refused something the operator tried.
 REFUSALS = ("Forbidden", "forbidden", " 403", "Not enough permissions", "Failed to post an event")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.LocalCluster]:
-    """A control plane of this module's own, so ``helm install`` is what creates the CRD."""
-    try:
-        for name in (*localcluster.BINARIES, "kubectl", "helm"):
-            localcluster.find_binary(name)
-    except localcluster.MissingBinaryError as e:
-        pytest.fail(str(e), pytrace=False)
-    c = localcluster.LocalCluster(workdir=tmp_path_factory.mktemp("e2e-cluster"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
-    c = cloud_fx.start_cloud(tmp_path_factory.mktemp("e2e-cloud"), "--notice-seconds", "2")
-    try:
-        yield c
-        c.fail_on_problems()
-    finally:
-        cloud_fx._stop(c.process)
-
-
-@pytest.fixture(scope="module")
-def queue_url(stand_in: cloud_fx.Cloud) -> str:
-    """The EventBridge rule -> SQS queue a user sets up once per account (docs/helm.md)."""
-    sqs, events = stand_in.boto3_client("sqs"), stand_in.boto3_client("events")
-    url = str(sqs.create_queue(QueueName="spotfleet-interruptions")["QueueUrl"])
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    pattern = {
-        "source": ["aws.ec2"],
-        "detail-type": [
-            "EC2 Spot Instance Interruption Warning",
-            "EC2 Instance Rebalance Recommendation",
-        ],
-    }
-    events.put_rule(Name="spotfleet-interruptions", EventPattern=json.dumps(pattern))
-    events.put_targets(Rule="spotfleet-interruptions", Targets=[{"Id": "q", "Arn": arn}])
-    return url
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def helm(cluster: localcluster.LocalCluster, workdir: Path) -> support.Helm:
-    return support.Helm(cluster.kubeconfig, workdir / "helm-home")
 
 
 @pytest.fixture(scope="module")
@@ -153,96 +96,16 @@ def operator(
         op.stop()
 
 
-def policy(ns: str, name: str = "web", secret: str = "aws", target: int = 32) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "spotfleet.dev/v1alpha1",
-            "kind": "SpotPolicy",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {
-                "region": "us-east-1",
-                "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
-                "capacity": {"target": target, "unit": "vcpu"},
-                "onDemand": {"base": 4, "percentageAboveBase": 0},
-                "instanceRequirements": {
-                    "vcpu": {"min": 2, "max": 8},
-                    "architectures": ["x86_64"],
-                    "burstable": "exclude",
-                    "currentGenerationOnly": True,
-                },
-                "strategy": {"objective": "balanced", "diversification": {"minPools": 2}},
-                "launch": {"imageId": "ami-0123456789abcdef0"},
-                "credentials": {"secretRef": {"name": secret}},
-            },
-        }
-    )
-
-
-def tenant_secret(ns: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws", "namespace": ns},
-            "stringData": {
-                "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
-                "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            },
-        }
-    )
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
-def status_is(
-    cluster: localcluster.LocalCluster, ns: str, name: str, generation: int, ready: str
-) -> Any:
-    def check() -> Any:
-        obj = support.get_json(cluster, "spotpolicy", name, "-n", ns)
-        st = obj.get("status") or {}
-        if (
-            st.get("observedGeneration") == generation
-            and condition(obj, "Ready").get("status") == ready
-        ):
-            return obj
-        return None
-
-    return check
-
-
 @pytest.fixture(scope="module")
 def tenant_policy(cluster: localcluster.LocalCluster, operator: OperatorProcess) -> dict[str, Any]:
     """A tenant's Secret + SpotPolicy, applied by the admin, reconciled to Ready."""
     cluster.kubectl("create", "namespace", TENANT)
-    cluster.kubectl("apply", "-f", "-", input=tenant_secret(TENANT))
-    cluster.kubectl("apply", "-f", "-", input=policy(TENANT))
+    cluster.kubectl("apply", "-f", "-", input=support.tenant_secret(TENANT))
+    cluster.kubectl("apply", "-f", "-", input=support.policy(TENANT))
     obj: dict[str, Any] = wait_for(
-        status_is(cluster, TENANT, "web", 1, "True"), "Ready=True", timeout=120, op=operator
+        support.status_is(cluster, TENANT, "web", 1, "True"), "Ready=True", timeout=120, op=operator
     )
     return obj
-
-
-def owned_instances(cloud: cloud_fx.Cloud, uid: str) -> list[dict[str, Any]]:
-    out = []
-    pages = (
-        cloud.boto3_client("ec2")
-        .get_paginator("describe_instances")
-        .paginate(
-            Filters=[
-                {"Name": "tag:" + ec2.TAG_POLICY_UID, "Values": [uid]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ]
-        )
-    )
-    for page in pages:
-        for r in page["Reservations"]:
-            out.extend(r["Instances"])
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -394,11 +257,11 @@ def test_the_operator_reconciles_with_the_charts_identity(
 
     st = tenant_policy["status"]
     # it read the tenant's Secret (credentials resolved) and wrote status
-    assert condition(tenant_policy, "CredentialsValid")["status"] == "True"
+    assert support.condition(tenant_policy, "CredentialsValid")["status"] == "True"
     assert float(st["capacity"]["fulfilled"]["total"]) >= 32
     assert st["allocation"] and float(st["cost"]["perHour"]) > 0
     # ... launched what status says, in EC2 (the stand-in cloud)
-    inst = owned_instances(stand_in, tenant_policy["metadata"]["uid"])
+    inst = support.owned_instances(stand_in, tenant_policy["metadata"]["uid"])
     assert sum(a["count"] for a in st["allocation"]) == len(inst)
     # ... and posted Events on the policy
     evs = support.get_json(cluster, "events", "-n", TENANT)["items"]
@@ -424,17 +287,23 @@ def test_prometheus_scrapes_the_operator_and_every_dashboard_query_has_series(
         "patch", "spotpolicy", "web", "-n", TENANT, "--type=merge",
         "-p", '{"spec":{"capacity":{"target":16}}}',
     )  # fmt: skip
-    wait_for(status_is(cluster, TENANT, "web", 2, "True"), "Ready at generation 2", op=operator)
+    wait_for(
+        support.status_is(cluster, TENANT, "web", 2, "True"), "Ready at generation 2", op=operator
+    )
     # ... an interruption warning and a rebalance recommendation through EventBridge -> SQS ...
     uid = tenant_policy["metadata"]["uid"]
-    spot = [i for i in owned_instances(stand_in, uid) if i.get("InstanceLifecycle") == "spot"]
+    spot = [
+        i for i in support.owned_instances(stand_in, uid) if i.get("InstanceLifecycle") == "spot"
+    ]
     assert spot, "the policy runs no spot instance to interrupt"
     stand_in.client.interrupt(spot[0]["InstanceId"], kind="both")
     # ... and a reconcile error (a policy whose Secret does not exist)
     cluster.kubectl("create", "namespace", OTHER)
-    cluster.kubectl("apply", "-f", "-", input=policy(OTHER, "nokeys", secret="missing"))
-    failed = wait_for(status_is(cluster, OTHER, "nokeys", 1, "False"), "Ready=False", op=operator)
-    assert condition(failed, "Ready")["reason"] == "SecretNotFound"
+    cluster.kubectl("apply", "-f", "-", input=support.policy(OTHER, "nokeys", secret="missing"))
+    failed = wait_for(
+        support.status_is(cluster, OTHER, "nokeys", 1, "False"), "Ready=False", op=operator
+    )
+    assert support.condition(failed, "Ready")["reason"] == "SecretNotFound"
     wanted = (
         f'spotfleet_interruptions_total{{namespace="{TENANT}",policy="web"}}',
         f'spotfleet_rebalance_recommendations_total{{namespace="{TENANT}",policy="web"}}',

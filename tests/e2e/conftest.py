@@ -1,0 +1,71 @@
+"""Fixtures of the e2e tier, one set PER MODULE: each module gets a control plane and a
+stand-in cloud of its own, so what ``helm install`` creates (the CRD included) is the
+chart's doing, and two modes of the chart never run operators side by side."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spotfleet_operator import localcluster
+from tests.e2e import support
+from tests.fixtures import cloud as cloud_fx
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.LocalCluster]:
+    """A control plane of this module's own, so ``helm install`` is what creates the CRD."""
+    try:
+        for name in (*localcluster.BINARIES, "kubectl", "helm"):
+            localcluster.find_binary(name)
+    except localcluster.MissingBinaryError as e:
+        pytest.fail(str(e), pytrace=False)
+    c = localcluster.LocalCluster(workdir=tmp_path_factory.mktemp("e2e-cluster"))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
+    c = cloud_fx.start_cloud(tmp_path_factory.mktemp("e2e-cloud"), "--notice-seconds", "2")
+    try:
+        yield c
+        c.fail_on_problems()
+    finally:
+        cloud_fx._stop(c.process)
+
+
+@pytest.fixture(scope="module")
+def queue_url(stand_in: cloud_fx.Cloud) -> str:
+    """The EventBridge rule -> SQS queue a user sets up once per account (docs/helm.md)."""
+    sqs, events = stand_in.boto3_client("sqs"), stand_in.boto3_client("events")
+    url = str(sqs.create_queue(QueueName="spotfleet-interruptions")["QueueUrl"])
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {
+        "source": ["aws.ec2"],
+        "detail-type": [
+            "EC2 Spot Instance Interruption Warning",
+            "EC2 Instance Rebalance Recommendation",
+        ],
+    }
+    events.put_rule(Name="spotfleet-interruptions", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="spotfleet-interruptions", Targets=[{"Id": "q", "Arn": arn}])
+    return url
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def helm(cluster: localcluster.LocalCluster, workdir: Path) -> support.Helm:
+    return support.Helm(cluster.kubeconfig, workdir / "helm-home")
