@@ -97,7 +97,7 @@ def test_defaults_render_a_cluster_wide_non_root_operator(tmp_path: Path) -> Non
         "ServiceAccount",
     ]  # fmt: skip
     c = container(docs)
-    assert c["image"] == "ghcr.io/spotfleet/spotfleet:0.1.0"  # tag defaults to appVersion
+    assert c["image"] == "spotfleet:0.1.0"  # tag defaults to appVersion
     assert c["args"] == ["run", "--all-namespaces"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SPOTFLEET_DATABASE_URL"] == "sqlite+aiosqlite:////var/lib/spotfleet/audit.db"
