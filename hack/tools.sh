@@ -18,15 +18,15 @@ need_go() {
   command -v go >/dev/null || { log "go is required (the machine's Go toolchain)"; exit 1; }
 }
 
-# build NAME VERSION PKG MODULE_SETUP_FN
+# build NAME VERSION PKG MODULE_SETUP_FN [EXTRA_LDFLAGS]
 build_in_module() {
-  local name=$1 version=$2 pkg=$3 setup=$4
-  local dest="$cache/$name-$version"
+  local name=$1 version=$2 pkg=$3 setup=$4 extra=${5:-}
+  local dest="$cache/$name-$version-r$TOOLS_REVISION"
   if [[ -x "$dest/$name" ]]; then log "$name $version: cached at $dest"; return; fi
   need_go
   local work; work=$(mktemp -d)
   log "$name $version: building $pkg (cold build takes minutes)"
-  ( cd "$work" && "$setup" "$version" && go build -trimpath -ldflags='-s -w' -o "$work/$name" "$pkg" )
+  ( cd "$work" && "$setup" "$version" && go build -trimpath -ldflags="-s -w $extra" -o "$work/$name" "$pkg" )
   mkdir -p "$dest"; mv "$work/$name" "$dest/$name"; rm -rf "$work"
   log "$name $version: built into $dest"
 }
@@ -54,7 +54,15 @@ setup_plain() {  # module@version is enough
 setup_etcd() { setup_plain; go get "go.etcd.io/etcd/server/v3@$1" >/dev/null; }
 setup_helm() { setup_plain; go get "helm.sh/helm/v3@$1" >/dev/null; }
 
-build_in_module kube-apiserver "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-apiserver setup_kubernetes
+# Stamp the version (as the Kubernetes release build does), or clients such as
+# `kubectl version` cannot parse the server's version.
+k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1"
+  k8s_ldflags+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
+build_in_module kube-apiserver "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-apiserver setup_kubernetes "$k8s_ldflags"
 build_in_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 setup_etcd
 build_in_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm setup_helm
 
@@ -62,7 +70,7 @@ build_in_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm setup_helm
 # link everything into one directory the tests and demo put on PATH.
 bindir="$cache/current"
 mkdir -p "$bindir"
-ln -sf "$cache/kube-apiserver-$KUBERNETES_VERSION/kube-apiserver" "$bindir/kube-apiserver"
-ln -sf "$cache/etcd-$ETCD_VERSION/etcd" "$bindir/etcd"
-ln -sf "$cache/helm-$HELM_VERSION/helm" "$bindir/helm"
+ln -sf "$cache/kube-apiserver-$KUBERNETES_VERSION-r$TOOLS_REVISION/kube-apiserver" "$bindir/kube-apiserver"
+ln -sf "$cache/etcd-$ETCD_VERSION-r$TOOLS_REVISION/etcd" "$bindir/etcd"
+ln -sf "$cache/helm-$HELM_VERSION-r$TOOLS_REVISION/helm" "$bindir/helm"
 echo "$bindir"

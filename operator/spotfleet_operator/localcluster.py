@@ -296,12 +296,20 @@ current-context: spotfleet-local
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """Run the real kubectl against this cluster."""
-        return subprocess.run(
-            [str(find_binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
+        """Run the real kubectl against this cluster; with ``check`` a failure raises
+        :class:`KubectlError`, whose message carries kubectl's stderr."""
+        argv = [str(find_binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args]
+        done = subprocess.run(
+            argv, input=input, capture_output=True, text=True, check=False, timeout=timeout
         )
+        if check and done.returncode != 0:
+            raise KubectlError(done.returncode, argv, done.stdout, done.stderr)
+        return done
+
+
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl failed; ``str()`` includes what it printed on stderr."""
+
+    def __str__(self) -> str:
+        args = " ".join(str(a) for a in self.cmd[3:])
+        return f"kubectl {args} exited {self.returncode}: {str(self.stderr).strip()[-2000:]}"
