@@ -223,6 +223,19 @@ def _price_at(ev: PriceEvents, pool: I64, t: F64, key: F64 | None = None) -> tup
     return price, idx
 
 
+def _prices_at_lags(
+    ev: PriceEvents, pool: I64, t: F64, key: F64, lags: Sequence[int]
+) -> dict[int, tuple[F64, I64]]:
+    """:func:`_price_at` at ``t - lag`` for every lag, with one search over all of them."""
+    m = pool.size
+    pools = np.tile(pool, len(lags))
+    ts = np.concatenate([t - lag if lag else t for lag in lags]) if lags else t[:0]
+    price, idx = _price_at(ev, pools, ts, key)
+    return {
+        lag: (price[k * m : (k + 1) * m], idx[k * m : (k + 1) * m]) for k, lag in enumerate(lags)
+    }
+
+
 def _t0(ev: PriceEvents) -> float:
     return float(ev.hours.min()) - 1e4 if ev.hours.size else 0.0
 
@@ -317,26 +330,36 @@ def _event_stats(ev: PriceEvents) -> _EventStats:
     has = last_chg >= 0
     streak[has] = streak_at_chg[pos[has]]
 
-    def pool_cumsum(v: F64) -> F64:
-        # cumulative sum restarted at every pool, computed per pool (a padded 2-D
-        # cumsum) so no pool's sums depend, even in rounding, on another pool
+    def pool_cumsums(*vs: F64) -> list[F64]:
+        # cumulative sums restarted at every pool, computed per pool (a padded
+        # cumsum along each pool's row) so no pool's sums depend, even in
+        # rounding, on another pool; all quantities in one padded array
+        # (pad is position-major: row j holds every pool's j-th event, so the
+        # cumsum runs down the positions, still one sequential sum per pool)
         lens = np.diff(ev.offsets)
         width = int(lens.max()) if lens.size else 0
-        pad = np.zeros((lens.size, width))
-        col = idx - pool_start
-        row = np.repeat(np.arange(lens.size), lens)
-        pad[row, col] = v
-        out: F64 = np.cumsum(pad, axis=1)[row, col]
-        return out
+        n_cols = len(vs) * lens.size
+        pad = np.zeros((width, n_cols))
+        flat = (idx - pool_start) * n_cols + np.repeat(np.arange(lens.size), lens)
+        for k, v in enumerate(vs):
+            pad.reshape(-1)[flat + k * lens.size] = v
+        np.cumsum(pad, axis=0, out=pad)
+        return [pad.reshape(-1)[flat + k * lens.size] for k in range(len(vs))]
 
+    cum_sq, cum_chg, cum_rise, cum_rise_log = pool_cumsums(
+        logchg**2,
+        changed.astype(np.float64),
+        rise.astype(np.float64),
+        np.where(rise, logchg, 0.0),
+    )
     return _EventStats(
         rise_table=range_max_table(np.maximum(logchg, 0.0)),
         rise_streak=streak,
         logchg=logchg,
-        cum_sq=pool_cumsum(logchg**2),
-        cum_chg=pool_cumsum(changed.astype(np.float64)),
-        cum_rise=pool_cumsum(rise.astype(np.float64)),
-        cum_rise_log=pool_cumsum(np.where(rise, logchg, 0.0)),
+        cum_sq=cum_sq,
+        cum_chg=cum_chg,
+        cum_rise=cum_rise,
+        cum_rise_log=cum_rise_log,
         last_change_idx=last_chg,
         last_rise_idx=last_true(rise),
         last_fall_idx=last_true(fall),
@@ -439,7 +462,10 @@ def feature_matrix(
     stats = _event_stats(ev)
     pool_start = ev.offsets[pool]
     key = _keys(ev)
-    p0, i0 = _price_at(ev, pool, t, key)
+    # price (and event index) in force at t - lag, for every lag any feature reads
+    lags = sorted({0, *RETURN_LAGS, *VOL_WINDOWS, int(SINCE_CAP_H)})
+    at_lag = _prices_at_lags(ev, pool, t, key, lags)
+    p0, i0 = at_lag[0]
     logp0 = np.log(p0)
     cols: dict[str, F64] = {"log_price": logp0}
 
@@ -451,11 +477,11 @@ def feature_matrix(
 
     lag_prices: list[F64] = [p0]
     for lag in RETURN_LAGS:
-        pl, _ = _price_at(ev, pool, t - lag, key)
+        pl, _ = at_lag[lag]
         lag_prices.append(pl)
         cols[f"ret_{lag}h"] = logp0 - np.log(pl)
     for w in VOL_WINDOWS:
-        _, iw = _price_at(ev, pool, t - w, key)
+        _, iw = at_lag[w]
         cols[f"rvol_{w}h"] = np.sqrt(np.maximum(_window_sum(stats.cum_sq, i0, iw, pool_start), 0))
         cols[f"changes_{w}h"] = _window_sum(stats.cum_chg, i0, iw, pool_start)
         cols[f"rises_{w}h"] = _window_sum(stats.cum_rise, i0, iw, pool_start)
@@ -468,7 +494,7 @@ def feature_matrix(
     safe_i0 = np.maximum(i0, 0)
 
     # events after the one in force at t - SINCE_CAP_H are "recent"
-    _, i_mem = _price_at(ev, pool, t - SINCE_CAP_H, key)
+    _, i_mem = at_lag[int(SINCE_CAP_H)]
 
     def recent(last_idx: I64) -> I64:
         li = last_idx[safe_i0]
@@ -525,17 +551,16 @@ def feature_matrix(
     _, frac, _, _ = _group_stats(gi, rising, ng)
     cols["type_frac_rising_24h"] = frac[gi]
 
-    zone_names = sorted(set(ev.zones))
-    zone_of_pool = np.asarray([zone_names.index(z) for z in ev.zones], dtype=np.int64)
-    fam_names = sorted({n.split(".", 1)[0] for n in ev.types})
-    fam_of_pool = np.asarray(
-        [fam_names.index(n.split(".", 1)[0]) for n in ev.types], dtype=np.int64
-    )
+    zone_code = {z: i for i, z in enumerate(sorted(set(ev.zones)))}
+    zone_of_pool = np.fromiter(map(zone_code.__getitem__, ev.zones), np.int64, len(ev.zones))
+    fams = [n.split(".", 1)[0] for n in ev.types]
+    fam_code = {f: i for i, f in enumerate(sorted(set(fams)))}
+    fam_of_pool = np.fromiter(map(fam_code.__getitem__, fams), np.int64, len(fams))
     zg = _groups(time_group, zone_of_pool[pool])
     cols["zone_mean_rise_sum_24h"] = _group_stats(
         zg, cols["rise_sum_24h"], int(zg.max()) + 1 if zg.size else 0
     )[1][zg]
-    fzg = _groups(time_group, fam_of_pool[pool] * len(zone_names) + zone_of_pool[pool])
+    fzg = _groups(time_group, fam_of_pool[pool] * len(zone_code) + zone_of_pool[pool])
     cols["family_zone_mean_ret_24h"] = _group_stats(
         fzg, r24, int(fzg.max()) + 1 if fzg.size else 0
     )[1][fzg]

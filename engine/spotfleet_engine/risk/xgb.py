@@ -7,9 +7,13 @@ test metrics and the SHA-256 of every data file used. :func:`load_bundled` is
 the only I/O here (``importlib.resources``).
 
 Scoring: features for every pool of the market snapshot are built at once
-(:func:`spotfleet_engine.risk.features.feature_matrix`), then one
-``inplace_predict`` on a float32 array gives the margins; calibrated
-probability = sigmoid(a x margin + b).
+(:mod:`spotfleet_engine.risk.serving`, the same rows as the training path),
+then one ``inplace_predict`` (one thread) on a float32 array gives the margins
+of the pools asked about; calibrated probability = sigmoid(a x margin + b).
+Features and probabilities are kept per (snapshot history, advisor, catalog,
+now) in a small LRU, so every later call on the same market is a lookup.
+Spot pools without :attr:`XGBoostRisk.min_history_hours` of history get the
+advisor-band probability (:func:`spotfleet_engine.risk.advisor.band_probability`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import gzip
 import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,11 +34,17 @@ import xgboost as xgb
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
-from spotfleet_engine.risk import features
+from spotfleet_engine.risk import advisor as advisor_mod
+from spotfleet_engine.risk import features, serving
 
 ARTIFACT_FORMAT = "spotfleet-risk-model"
 ARTIFACT_VERSION = 1
 BUNDLED_ARTIFACT = "risk_model.json"
+#: Default history a spot pool needs before the model scores it (hours before
+#: ``now`` covered by its price history); shorter -> advisor-band probability.
+MIN_HISTORY_HOURS = 24.0
+#: Markets (snapshot history x advisor x catalog x now) whose scores are kept.
+CACHE_SIZE = 4
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -59,16 +70,32 @@ def hours(dt: datetime) -> float:
     return dt.timestamp() / 3600.0
 
 
+@dataclass
+class _Market:
+    """One market's features and probabilities (NaN until predicted) per snapshot pool."""
+
+    index: dict[tuple[str, str], int]
+    x: F32
+    prob: F64
+
+
 class XGBoostRisk:
     """:class:`~spotfleet_engine.risk.protocol.RiskModel` backed by a trained artifact.
 
     Probability that a spot pool's price rises by >= ``threshold`` within
     ``horizon_hours`` (the reprice that makes spot capacity go away); on-demand
-    pools get 0.0. A spot pool with no price history in the snapshot is scored
-    from its static features alone.
+    pools get 0.0. A spot pool whose history in the snapshot does not reach
+    back ``min_history_hours`` before ``now`` (including pools absent from the
+    snapshot) gets the advisor-band probability of its type instead: the model
+    has nothing but static features to go on for those.
     """
 
-    def __init__(self, artifact: Mapping[str, Any], nthread: int = 1) -> None:
+    def __init__(
+        self,
+        artifact: Mapping[str, Any],
+        nthread: int = 1,
+        min_history_hours: float = MIN_HISTORY_HOURS,
+    ) -> None:
         if artifact.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"not a {ARTIFACT_FORMAT} artifact")
         if int(artifact.get("version", -1)) != ARTIFACT_VERSION:
@@ -79,13 +106,17 @@ class XGBoostRisk:
         self.name: str = str(artifact["name"])
         self.horizon_hours: float = float(artifact["label"]["horizon_hours"])
         self.threshold: float = float(artifact["label"]["threshold"])
+        self.min_history_hours = float(min_history_hours)
         cal = artifact["calibration"]
         self.cal_a = float(cal["a"])
         self.cal_b = float(cal["b"])
         self.booster = decode_booster(str(artifact["booster"]), nthread=nthread)
-        self._cache_key: tuple[int, float] | None = None
-        self._cache_ref: object | None = None
-        self._cache: dict[tuple[str, str], float] = {}
+        self._band_prob = [
+            advisor_mod.band_probability(b, self.horizon_hours)
+            for b in range(len(advisor_mod.BAND_MONTHLY_RATE))
+        ]
+        self._static: serving.IdentityLRU[serving.StaticCache] = serving.IdentityLRU(CACHE_SIZE)
+        self._markets: serving.IdentityLRU[_Market] = serving.IdentityLRU(CACHE_SIZE)
 
     @property
     def metrics(self) -> Mapping[str, Any]:
@@ -97,40 +128,67 @@ class XGBoostRisk:
         if x.shape[0] == 0:
             return np.zeros(0)
         margin = np.asarray(self.booster.inplace_predict(x, predict_type="margin"), np.float64)
+        return self.calibrate(margin)
+
+    def calibrate(self, margin: F64) -> F64:
+        """Platt calibration of raw margins: sigmoid(a x margin + b)."""
         out: F64 = 0.5 * (1.0 + np.tanh(0.5 * (self.cal_a * margin + self.cal_b)))
         return out
+
+    def clear_cache(self) -> None:
+        """Forget every cached market and static table (the next call recomputes)."""
+        self._static.clear()
+        self._markets.clear()
+
+    def fallback_probability(self, instance_type: str, market: market_mod.MarketSnapshot) -> float:
+        """The advisor-band probability of a spot pool of ``instance_type`` (unlisted: the
+        middle band), used for pools without enough history."""
+        entry = market.advisor.get(instance_type)
+        band = entry.band if entry is not None else advisor_mod.UNKNOWN_BAND
+        return self._band_prob[min(max(band, 0), len(self._band_prob) - 1)]
+
+    def _static_for(
+        self, market: market_mod.MarketSnapshot, catalog: catalog_mod.Catalog
+    ) -> serving.StaticCache:
+        key = (catalog, market.advisor)
+        static = self._static.get(key)
+        if static is None:
+            static = serving.StaticCache(catalog, market.advisor)
+            self._static.put(key, static)
+        return static
 
     def market_features(
         self,
         market: market_mod.MarketSnapshot,
         catalog: catalog_mod.Catalog,
         now: datetime,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> tuple[list[tuple[str, str]], F32]:
-        """Feature rows at ``now`` for every pool in ``market`` (then ``extra`` pools
-        without history). Points after ``now`` are ignored."""
+    ) -> tuple[tuple[tuple[str, str], ...], F32, F64]:
+        """Feature rows at ``now`` for every pool in ``market`` (sorted by (type, zone)),
+        and each pool's first hour of history at or before ``now`` (NaN: none).
+        Points after ``now`` are ignored."""
+        se = serving.snapshot_events(market.spot_history, now)
+        static = self._static_for(market, catalog).table(se.events.types)
+        n = se.events.n_pools
+        pool = np.arange(n, dtype=np.int64)
+        x = features.feature_matrix(se.events, static, pool, np.full(n, hours(now)))
+        return se.keys, x, se.first_hour
+
+    def _market(
+        self, market: market_mod.MarketSnapshot, catalog: catalog_mod.Catalog, now: datetime
+    ) -> _Market:
         t_now = hours(now)
-        keys = sorted(market.spot_history)
-        series: list[tuple[str, str, list[float], list[float]]] = []
-        for itype, zone in keys:
-            pts = [pp for pp in market.spot_history[(itype, zone)] if pp.at <= now]
-            series.append((itype, zone, [hours(pp.at) for pp in pts], [pp.price for pp in pts]))
-        known = set(keys)
-        extra_keys = [k for k in dict.fromkeys(extra) if k not in known]
-        for itype, zone in extra_keys:
-            series.append((itype, zone, [], []))
-        ev = features.events_from_series(series)
-        advisor = {n: (e.band, e.savings_pct) for n, e in market.advisor.items()}
-        static = features.static_table(
-            ev,
-            catalog.types,
-            catalog.on_demand_usd_per_hour,
-            {n: len(z) for n, z in catalog.zones.items()},
-            advisor,
-        )
-        pool = np.arange(ev.n_pools, dtype=np.int64)
-        x = features.feature_matrix(ev, static, pool, np.full(ev.n_pools, t_now))
-        return [*keys, *extra_keys], x
+        objs = (market.spot_history, market.advisor, catalog)
+        hit = self._markets.get(objs, (t_now,))
+        if hit is not None:
+            return hit
+        keys, x, first = self.market_features(market, catalog, now)
+        prob = np.full(len(keys), np.nan)
+        # not enough history (NaN first hour compares False): the advisor band
+        for i in np.flatnonzero(~(first <= t_now - self.min_history_hours)).tolist():
+            prob[i] = self.fallback_probability(keys[i][0], market)
+        entry = _Market({k: i for i, k in enumerate(keys)}, x, prob)
+        self._markets.put(objs, entry, (t_now,))
+        return entry
 
     def interruption_probability(
         self,
@@ -141,22 +199,34 @@ class XGBoostRisk:
     ) -> list[float]:
         """One calibrated probability per pool, in order; on-demand pools 0.0.
 
-        Scores every pool of the snapshot at once and remembers the result for
-        the same snapshot object and ``now``, so repeated calls are cheap.
+        Builds the features of every pool of the snapshot once per market
+        (the same ``spot_history``, ``advisor`` and ``catalog`` objects and
+        ``now``), predicts only the pools asked about not yet predicted, and
+        keeps the results, so repeated calls on one market are lookups. The
+        snapshot's history must not be mutated after it is first scored.
         """
-        key = (id(market), hours(now))
-        wanted = [(p.instance_type, p.zone) for p in pools if p.market is model.Market.SPOT]
-        missing = [k for k in wanted if k not in self._cache]
-        if key != self._cache_key or self._cache_ref is not market or missing:
-            names, x = self.market_features(market, catalog, now, extra=wanted)
-            prob = self.predict_features(x)
-            self._cache = {k: float(v) for k, v in zip(names, prob, strict=True)}
-            self._cache_key = key
-            self._cache_ref = market
-        return [
-            self._cache[(p.instance_type, p.zone)] if p.market is model.Market.SPOT else 0.0
-            for p in pools
-        ]
+        m = self._market(market, catalog, now)
+        index = m.index
+        spot = model.Market.SPOT
+        rows = np.fromiter(
+            (index.get((p.instance_type, p.zone), -1) if p.market is spot else -2 for p in pools),
+            dtype=np.int64,
+            count=len(pools),
+        )
+        safe = np.maximum(rows, 0)
+        if m.prob.size:
+            got = m.prob[safe]
+            todo = np.unique(safe[(rows >= 0) & np.isnan(got)])
+            if todo.size:
+                m.prob[todo] = self.predict_features(np.ascontiguousarray(m.x[todo]))
+            out = m.prob[safe]
+        else:
+            out = np.zeros(len(pools))
+        out[rows == -2] = 0.0
+        for i in np.flatnonzero(rows == -1).tolist():
+            out[i] = self.fallback_probability(pools[i].instance_type, market)
+        result: list[float] = out.tolist()
+        return result
 
 
 def load(doc: Mapping[str, Any] | str | bytes, nthread: int = 1) -> XGBoostRisk:
