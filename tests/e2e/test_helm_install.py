@@ -122,7 +122,10 @@ def test_helm_install_puts_the_charts_objects_in_the_api_server(
     assert [v["name"] for v in crd["spec"]["versions"]] == [
         v["name"] for v in source["spec"]["versions"]
     ]
-    assert helm("status", release, "-n", NS, "-o", "json").stdout.count('"deployed"') >= 1
+    status = json.loads(helm("status", release, "-n", NS, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    listed = json.loads(helm("list", "-n", NS, "-o", "json").stdout)
+    assert [(r["name"], r["app_version"]) for r in listed] == [(release, "0.1.0")]
 
     sa = support.get_json(cluster, "serviceaccount", SA, "-n", NS)
     assert sa["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
