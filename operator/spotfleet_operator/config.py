@@ -30,6 +30,12 @@ class OperatorConfig(pydantic.BaseModel):
     aws_endpoint_url: str | None = pydantic.Field(
         default=None, description="Send every AWS call here (the stand-in cloud); None: AWS."
     )
+    aws_region: str = pydantic.Field(
+        default="us-east-1",
+        pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
+        description="Region of the operator's own AWS calls (the interruption queue); "
+        "each policy acts in its own spec.region.",
+    )
     database_url: str = pydantic.Field(
         default="sqlite+aiosqlite:///spotfleet-audit.db",
         description="Audit store: postgresql://... or sqlite:///path.",

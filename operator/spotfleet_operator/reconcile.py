@@ -101,6 +101,12 @@ class Deps:
     #: instance id -> until when it is treated as gone (interruption warning or
     #: rebalance recommendation received): replacements launch before it dies.
     doomed: dict[str, dt.datetime] = field(default_factory=dict)
+    #: UIDs of every SpotPolicy that exists (None: orphan detection off).
+    live_policy_uids: Callable[[], Awaitable[set[str]]] | None = None
+    orphan_scan_every: dt.timedelta = dt.timedelta(minutes=5)
+    #: (tenant, region) -> last orphan scan, and the orphans it found (instance id -> ref)
+    orphan_scans: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
+    orphans: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def market(self, region: str) -> marketdata.MarketCache:
         if region not in self.markets:
@@ -266,10 +272,41 @@ async def _reconcile(ctx: _Ctx) -> tuple[plan_mod.Plan | None, dict[str, Any]]:
     client = ctx.deps.ec2_factory(creds, spec.region)
     counted = _CountingEc2(client, ctx)
     try:
-        return await _observe_decide_act(ctx, spec, counted)
+        result = await _observe_decide_act(ctx, spec, counted)
+        await _scan_orphans(ctx, creds, spec.region, counted)
+        return result
     except errors.AwsError as e:
         _aws_failure(ctx, e)
         raise _Stop from None
+
+
+async def _scan_orphans(
+    ctx: _Ctx, creds: credentials.TenantCredentials, region: str, client: Any
+) -> None:
+    """Every few minutes per (tenant, region): instances carrying the tags of a policy
+    that no longer exists are reported (metric + log), never terminated silently."""
+    deps = ctx.deps
+    if deps.live_policy_uids is None:
+        return
+    key = (creds.fingerprint() if creds else "operator", region)
+    last = deps.orphan_scans.get(key)
+    if last is not None and ctx.now - last < deps.orphan_scan_every:
+        return
+    deps.orphan_scans[key] = ctx.now
+    everything: list[ec2.OwnedInstance] = await client.owned_instances(None)
+    live = await deps.live_policy_uids()
+    found = {o.instance_id: o.policy_ref for o in everything if o.policy_uid not in live}
+    for iid, ref in sorted(found.items()):
+        if iid not in deps.orphans.get(key, {}):
+            log.warning(
+                "orphaned instance %s in %s: tagged for SpotPolicy %s, which no longer exists; "
+                "not terminating it",
+                iid,
+                region,
+                ref,
+            )
+    deps.orphans[key] = found
+    deps.metrics.orphaned_instances.set(sum(len(v) for v in deps.orphans.values()))
 
 
 def _same_error(previous: Mapping[str, Any], reason: str, message: str) -> bool:

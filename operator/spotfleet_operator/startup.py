@@ -61,7 +61,7 @@ async def build(
 ) -> reconcile.Deps:
     """Wire the dependencies once and keep them in ``memo``."""
     m = metrics.Metrics()
-    sessions = credentials.SessionCache(region="us-east-1", endpoint_url=cfg.aws_endpoint_url)
+    sessions = credentials.SessionCache(region=cfg.aws_region, endpoint_url=cfg.aws_endpoint_url)
 
     def observer(op: str, code: str) -> None:
         m.aws_calls.labels(op, code).inc()
@@ -79,6 +79,7 @@ async def build(
         risk=load_risk(cfg.risk_model),
         metrics=m,
         store=store,
+        live_policy_uids=k.policy_uids,
     )
     memo[MEMO_DEPS] = deps
     memo[MEMO_KUBE] = k
@@ -87,7 +88,7 @@ async def build(
         prometheus_client.start_http_server(cfg.metrics_port, registry=m.registry)
         log.info("metrics on :%d/metrics", cfg.metrics_port)
     if cfg.interruption_queue_url:
-        q = interruptions.Queue(sessions, cfg.interruption_queue_url, "us-east-1")
+        q = interruptions.Queue(sessions, cfg.interruption_queue_url, cfg.aws_region)
         memo["spotfleet_queue_task"] = asyncio.create_task(drain(q, deps, k))
     return deps
 

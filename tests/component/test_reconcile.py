@@ -287,3 +287,38 @@ async def test_every_example_reconciles_without_error(example: str) -> None:
         "InsufficientCapacity",
     ), res.status["lastError"]
     assert res.plan is not None
+
+
+async def test_instances_of_a_deleted_policy_are_reported_not_terminated() -> None:
+    fake = FakeEc2(MARKET_TIME)
+    gone = policy()
+    gone["metadata"]["uid"] = "uid-gone"
+    gone["metadata"]["name"] = "old"
+    await reconcile.run(gone, make_deps(fake), NOW)  # its instances stay tagged for uid-gone
+    orphan_ids = {i.instance_id for i in fake.running("uid-gone")}
+    assert orphan_ids
+
+    async def live() -> set[str]:
+        return {"uid-web-1"}
+
+    deps = make_deps(fake)
+    deps.live_policy_uids = live
+    await reconcile.run(policy(), deps, NOW)
+    assert set(deps.orphans[("keys:" + _fingerprint(), "us-east-1")]) == orphan_ids
+    assert (
+        f"spotfleet_orphaned_instances {float(len(orphan_ids))}"
+        in deps.metrics.exposition().decode()
+    )
+    assert {i.instance_id for i in fake.running("uid-gone")} == orphan_ids  # never terminated
+    # rate-limited: a second reconcile right away does not scan again
+    key = ("keys:" + _fingerprint(), "us-east-1")
+    await reconcile.run(policy(), deps, NOW + dt.timedelta(seconds=30))
+    assert deps.orphan_scans[key] == NOW
+    await reconcile.run(policy(), deps, NOW + dt.timedelta(minutes=6))
+    assert deps.orphan_scans[key] == NOW + dt.timedelta(minutes=6)
+
+
+def _fingerprint() -> str:
+    from spotfleet_operator.aws import credentials
+
+    return credentials.StaticKeys.from_secret_data(KEYS, "x").fingerprint()[len("keys:") :]
