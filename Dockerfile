@@ -15,6 +15,6 @@ RUN useradd --uid 65532 --create-home spotfleet
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 65532
-EXPOSE 8080 9090
+EXPOSE 8080 8081
 ENTRYPOINT ["spotfleet"]
 CMD ["run", "--all-namespaces"]
