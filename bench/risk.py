@@ -1,74 +1,194 @@
-"""Scoring speed of the bundled risk model on every us-east-1 pool.
+"""Scoring speed of the bundled risk model (the issue's goal: all ~2,400 us-east-1
+spot pools scored in under 2 ms).
 
-Prints the median time of (a) one inplace_predict on a prebuilt float32 feature
-array of all pools (the figure the issue's "< 2 ms" goal is about), (b) the same
-through a pandas-free naive path (xgboost DMatrix + predict), and (c) the whole
-protocol call (features from a MarketSnapshot + predict). Last line: one JSON object.
+Markets (all at 2021-05-12 06:00 UTC, 7 days of history, bundled catalog):
+
+- ``real_1246``: the bundled 2021 us-east-1 history, which prices 1,246 spot
+  pools; the planner asks about exactly those (spot pools with a price).
+- ``standin_2400`` / ``standin_3583``: the real market plus stand-in histories
+  for catalog offerings the 2021 file does not price (each a real pool's
+  7-day history, prices scaled by the two types' on-demand ratio), so that
+  ~2,400 (the issue's figure) or every one of the catalog's 3,583 spot pools
+  has a price and goes through the model.
+- ``catalog_on_real``: all 3,583 catalog spot pools asked against the real
+  market (1,246 scored by the model, the rest get the advisor-band fallback).
+
+Per market, p50/p99 (wall clock, and CPU time of this process) of:
+``predict`` (features prebuilt: xgboost ``inplace_predict`` with one thread,
+and the compiled numpy forest, both calibrated) and the whole protocol call
+``interruption_probability(pools, market, catalog, now)``:
+``warm`` (the same market again: the planner's second and later calls),
+``cold`` (a market never seen: features built and pools predicted; the
+per-catalog static cache warm, as in a live process) and ``first`` (every
+cache empty). Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import xgboost
 
 from spotfleet_engine import catalog, market, model
-from spotfleet_engine.risk import xgb
+from spotfleet_engine.risk import forest, xgb
+
+NOW = datetime(2021, 5, 12, 6, tzinfo=UTC)
+GOAL_MS = 2.0
 
 
-def median_ms(fn: Callable[[], object], repeat: int = 50) -> float:
+def timed(
+    fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None
+) -> dict[str, float]:
+    """p50/p99 wall and CPU milliseconds of ``fn`` over ``repeat`` runs (``setup``
+    runs untimed before each)."""
+    if setup is not None:
+        setup()
     fn()
-    times = []
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        if setup is not None:
+            setup()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+        c1, w1 = time.process_time(), time.perf_counter()
+        wall.append((w1 - w0) * 1e3)
+        cpu.append((c1 - c0) * 1e3)
+    return {
+        "p50_ms": round(float(np.percentile(wall, 50)), 3),
+        "p99_ms": round(float(np.percentile(wall, 99)), 3),
+        "cpu_p50_ms": round(float(np.percentile(cpu, 50)), 3),
+        "runs": repeat,
+    }
+
+
+def standin_market(
+    snap: market.MarketSnapshot, cat: catalog.Catalog, n_pools: int
+) -> market.MarketSnapshot:
+    """``snap`` plus stand-in histories for unpriced catalog pools, ``n_pools`` priced in all."""
+    hist = dict(snap.spot_history)
+    real = sorted(hist)
+    free = sorted(
+        (t, z)
+        for t, zones in cat.zones.items()
+        if t in cat.on_demand_usd_per_hour
+        for z in zones
+        if (t, z) not in hist
+    )
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(free))[: max(n_pools - len(hist), 0)]
+    od = cat.on_demand_usd_per_hour
+    for j, i in enumerate(sorted(pick.tolist())):
+        t, z = free[i]
+        src = real[j % len(real)]
+        ratio = od[t] / od[src[0]] if src[0] in od else 1.0
+        hist[(t, z)] = tuple(market.PricePoint(p.at, p.price * ratio) for p in hist[src])
+    return market.MarketSnapshot(snap.region, snap.observed_at, hist, advisor=snap.advisor)
+
+
+def bench_market(
+    name: str,
+    risk: xgb.XGBoostRisk,
+    compiled: forest.Forest,
+    snap: market.MarketSnapshot,
+    cat: catalog.Catalog,
+    pools: list[model.Pool],
+    predict: bool = True,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"pools_asked": len(pools), "pools_priced": len(snap.spot_history)}
+    risk.clear_cache()
+    keys, x, first = risk.market_features(snap, cat, NOW)
+    enough = dict(
+        zip(keys, (first <= xgb.hours(NOW) - risk.min_history_hours).tolist(), strict=True)
+    )
+    out["pools_modelled"] = sum(enough.get((p.instance_type, p.zone), False) for p in pools)
+    probs = np.asarray(risk.interruption_probability(pools, snap, cat, NOW))
+    out["mean_probability"] = round(float(probs.mean()), 5)
+    if predict:
+        x = np.ascontiguousarray(x)
+        out["predict_xgboost"] = timed(lambda: risk.predict_features(x), 100)
+        out["predict_numpy_forest"] = timed(
+            lambda: risk.calibrate(compiled.margin(x).astype(np.float64)), 30
+        )
+        names = list(risk.artifact["features"])
+        out["predict_dmatrix_naive"] = timed(
+            lambda: risk.booster.predict(xgboost.DMatrix(x, feature_names=names)), 10
+        )
+    out["protocol_warm"] = timed(lambda: risk.interruption_probability(pools, snap, cat, NOW), 200)
+    fresh: list[market.MarketSnapshot] = []
+
+    def new_market() -> None:
+        # a market never seen: new mapping and new per-pool tuples (same points, as
+        # consecutive backtest hours share PricePoint objects)
+        hist = {k: tuple(list(v)) for k, v in snap.spot_history.items()}
+        fresh[:] = [market.MarketSnapshot(snap.region, snap.observed_at, hist, snap.advisor)]
+
+    out["protocol_cold"] = timed(
+        lambda: risk.interruption_probability(pools, fresh[0], cat, NOW), 30, setup=new_market
+    )
+    out["protocol_first"] = timed(
+        lambda: risk.interruption_probability(pools, snap, cat, NOW), 10, setup=risk.clear_cache
+    )
+    print(
+        f"{name}: {len(pools)} pools asked, predict xgboost p50 "
+        f"{out.get('predict_xgboost', {}).get('p50_ms', '-')} ms, protocol warm p50 "
+        f"{out['protocol_warm']['p50_ms']} ms, cold p50 {out['protocol_cold']['p50_ms']} ms"
+    )
+    return out
 
 
 def main() -> None:
     risk = xgb.load_bundled(nthread=1)
-    now = datetime(2021, 5, 12, 6, tzinfo=UTC)
-    snap = market.snapshot_at(market.load_bundled_history(), now, lookback=timedelta(days=7))
+    compiled = forest.compile_booster(risk.booster)
+    hist = market.load_bundled_history()
     cat = catalog.load_bundled("us-east-1")
-    # every spot pool the us-east-1 catalog offers (types x zones), priced or not
-    pools = sorted(
+    real = market.snapshot_at(hist, NOW, lookback=timedelta(days=7))
+    every = sorted(
         model.Pool(t, z, model.Market.SPOT) for t, zones in cat.zones.items() for z in zones
     )
-    _names, x = risk.market_features(
-        snap, cat, now, extra=[(p.instance_type, p.zone) for p in pools]
+    markets: dict[str, dict[str, Any]] = {}
+    for name, snap in (
+        ("real_1246", real),
+        ("standin_2400", standin_market(real, cat, 2400)),
+        ("standin_3583", standin_market(real, cat, len(every))),
+    ):
+        pools = [p for p, _ in snap.spot_pools()]
+        markets[name] = bench_market(name, risk, compiled, snap, cat, pools)
+    markets["catalog_on_real"] = bench_market(
+        "catalog_on_real", risk, compiled, real, cat, every, predict=False
     )
-    predict_ms = median_ms(lambda: risk.predict_features(x))
-    names_ = list(risk.artifact["features"])
-    dm_ms = median_ms(
-        lambda: risk.booster.predict(xgboost.DMatrix(x, feature_names=names_)), repeat=20
-    )
-
-    def full() -> object:
-        risk._cache_key = None  # force the features to be rebuilt each time
-        return risk.interruption_probability(pools, snap, cat, now)
-
-    full_ms = median_ms(full, repeat=10)
-    probs = np.asarray(full())
+    main_m = markets["standin_2400"]
+    xgb_p50 = main_m["predict_xgboost"]["p50_ms"]
+    np_p50 = main_m["predict_numpy_forest"]["p50_ms"]
+    engine = "xgboost_inplace_nthread1" if xgb_p50 <= np_p50 else "numpy_forest"
+    pred = main_m["predict_xgboost" if xgb_p50 <= np_p50 else "predict_numpy_forest"]
     out = {
         "bench": "risk_scoring",
-        "pools": len(pools),
-        "rows_scored": int(x.shape[0]),
-        "features": int(x.shape[1]),
         "trees": int(risk.artifact["n_trees"]),
-        "predict_prebuilt_float32_ms": round(predict_ms, 3),
-        "dmatrix_predict_ms": round(dm_ms, 3),
-        "protocol_call_with_features_ms": round(full_ms, 2),
-        "goal_ms": 2.0,
-        "meets_goal": predict_ms < 2.0,
-        "mean_probability": round(float(probs.mean()), 5),
+        "features": len(risk.artifact["features"]),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "faster_engine": engine,
+        "markets": markets,
+        "pools": main_m["pools_asked"],
+        "predict_p50_ms": pred["p50_ms"],
+        "predict_p99_ms": pred["p99_ms"],
+        "protocol_call_p50_ms": main_m["protocol_warm"]["p50_ms"],
+        "protocol_call_p99_ms": main_m["protocol_warm"]["p99_ms"],
+        "protocol_call_cold_p50_ms": main_m["protocol_cold"]["p50_ms"],
+        "protocol_call_cold_p99_ms": main_m["protocol_cold"]["p99_ms"],
+        "goal_ms": GOAL_MS,
+        "meets_goal": main_m["protocol_warm"]["p50_ms"] < GOAL_MS,
+        "meets_goal_cold": main_m["protocol_cold"]["p50_ms"] < GOAL_MS,
+        "predict_meets_goal": pred["p50_ms"] < GOAL_MS,
+        "mean_probability_all_catalog": markets["catalog_on_real"]["mean_probability"],
     }
-    print(f"scored {out['rows_scored']} pools ({len(pools)} asked): predict {predict_ms:.3f} ms")
     print(json.dumps(out))
 
 

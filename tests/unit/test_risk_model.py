@@ -182,3 +182,68 @@ def test_planner_decide_uses_the_model() -> None:
     assert len(spot) >= 3
     probs = risk.interruption_probability(spot, snap, cat, now)
     assert all(0.0 <= p < 0.5 for p in probs)
+
+
+def test_pools_without_enough_history_get_the_advisor_band_probability() -> None:
+    """Spot pools absent from the snapshot, or whose history starts less than
+    ``min_history_hours`` before now, are scored by their advisor band."""
+    from spotfleet_engine.risk import advisor
+
+    risk = xgb.load_bundled()
+    now = datetime(2021, 5, 12, 6, tzinfo=UTC)
+    hist = market.load_bundled_history()
+    snap = market.snapshot_at(hist, now, lookback=timedelta(days=7))
+    cat = catalog.load_bundled("us-east-1")
+    priced = {(p.instance_type, p.zone) for p, _ in snap.spot_pools()}
+    unpriced = sorted(
+        model.Pool(t, z, model.Market.SPOT)
+        for t, zones in cat.zones.items()
+        for z in zones
+        if (t, z) not in priced
+    )
+    assert len(unpriced) > 1000
+    unlisted = model.Pool("zz9.fictional", "us-east-1a", model.Market.SPOT)
+    probs = risk.interruption_probability([*unpriced, unlisted], snap, cat, now)
+
+    def band_p(itype: str) -> float:
+        entry = snap.advisor.get(itype)
+        band = entry.band if entry is not None else advisor.UNKNOWN_BAND
+        return advisor.band_probability(band, risk.horizon_hours)
+
+    assert probs == [band_p(p.instance_type) for p in [*unpriced, unlisted]]
+    assert probs[-1] == advisor.band_probability(advisor.UNKNOWN_BAND, 24.0)
+    # the same as the advisor-band model for those pools
+    assert probs == advisor.AdvisorBandRisk().interruption_probability(
+        [*unpriced, unlisted], snap, cat, now
+    )
+    # every catalog spot pool: the mean is near the base rate now (was 0.22 when the
+    # unpriced pools were scored from static features alone)
+    every = sorted(
+        model.Pool(t, z, model.Market.SPOT) for t, zones in cat.zones.items() for z in zones
+    )
+    mean_all = float(np.mean(risk.interruption_probability(every, snap, cat, now)))
+    assert 0.001 < mean_all < 0.02
+
+    # histories cut to their last 12 h (new pools, or a source that omits the price in
+    # force at the window start): prices known for < 24 h -> all advisor bands; with
+    # min_history_hours=0 the model scores them (different numbers)
+    cut = now - timedelta(hours=12)
+    short_hist = {
+        k: kept
+        for k, h in snap.spot_history.items()
+        if (kept := tuple(pp for pp in h if pp.at > cut))
+    }
+    assert len(short_hist) > 100
+    short = market.MarketSnapshot("us-east-1", now, short_hist, advisor=snap.advisor)
+    pools = [p for p, _ in short.spot_pools()]
+    short_probs = risk.interruption_probability(pools, short, cat, now)
+    assert short_probs == [band_p(p.instance_type) for p in pools]
+    eager = xgb.XGBoostRisk(risk.artifact, min_history_hours=0.0)
+    eager_probs = eager.interruption_probability(pools, short, cat, now)
+    assert eager_probs != short_probs
+    # a 7-day snapshot: every priced pool has a week of history -> the model
+    week = [p for p, _ in snap.spot_pools()]
+    week_probs = risk.interruption_probability(week, snap, cat, now)
+    assert sum(p != band_p(q.instance_type) for p, q in zip(week_probs, week, strict=True)) > (
+        0.99 * len(week)
+    )

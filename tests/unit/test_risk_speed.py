@@ -1,0 +1,168 @@
+"""The fast scoring path of the risk model, on the real bundled market and artifact:
+the compiled numpy forest equals xgboost, the flat snapshot conversion equals the
+training conversion, and the per-market cache never changes a number."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spotfleet_engine import catalog, market, model
+from spotfleet_engine.risk import features, forest, serving, xgb
+from spotfleet_operator import risk_cli
+
+NOW = datetime(2021, 5, 12, 6, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def risk() -> xgb.XGBoostRisk:
+    return xgb.load_bundled()
+
+
+@pytest.fixture(scope="module")
+def snap() -> market.MarketSnapshot:
+    return market.snapshot_at(market.load_bundled_history(), NOW, lookback=timedelta(days=7))
+
+
+@pytest.fixture(scope="module")
+def cat() -> catalog.Catalog:
+    return catalog.load_bundled("us-east-1")
+
+
+def _spot_pools(snap: market.MarketSnapshot) -> list[model.Pool]:
+    return [p for p, _ in snap.spot_pools()]
+
+
+def test_compiled_forest_equals_xgboost_on_real_rows(
+    risk: xgb.XGBoostRisk, snap: market.MarketSnapshot, cat: catalog.Catalog
+) -> None:
+    """Serving rows of the bundled market at two moments plus training rows of a few
+    families (NaN features included): margins and probabilities within 1e-6."""
+    _, x_now, _ = risk.market_features(snap, cat, NOW)
+    later = NOW + timedelta(days=9, hours=13)
+    snap2 = market.snapshot_at(market.load_bundled_history(), later, lookback=timedelta(days=3))
+    _, x_later, _ = risk.market_features(snap2, cat, later)
+    ev, first, _ = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    keep = np.flatnonzero([t.startswith(("c5", "t3", "p3")) for t in ev.types])
+    pool = np.repeat(keep, 3)
+    t = np.tile(np.array([first + 2.0, first + 90.5, first + 400.0]), keep.size)
+    static = serving.StaticCache(cat, snap.advisor).table(ev.types)
+    x_train = features.feature_matrix(ev, static, pool, t)  # early hours: many NaN features
+    x = np.ascontiguousarray(np.concatenate([x_now, x_later, x_train]))
+    assert np.isnan(x).any(axis=1).mean() > 0.1
+    compiled = forest.compile_booster(risk.booster)
+    assert compiled.n_trees == int(risk.artifact["n_trees"])
+    want = np.asarray(risk.booster.inplace_predict(x, predict_type="margin"), np.float64)
+    got = compiled.margin(x).astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(risk.calibrate(got), risk.predict_features(x), rtol=0, atol=1e-6)
+    # the rows really exercise the trees: margins spread over several units
+    assert float(np.ptp(want)) > 3.0
+
+
+def test_snapshot_events_equal_the_per_pool_conversion(snap: market.MarketSnapshot) -> None:
+    """The flat conversion gives the events of ``events_from_series`` on each pool's
+    points at or before ``now``, also for out-of-order and future points."""
+    hist: dict[tuple[str, str], tuple[market.PricePoint, ...]] = dict(snap.spot_history)
+    key_a, key_b = sorted(hist)[:2]
+    pts = list(hist[key_a])
+    hist[key_a] = tuple(reversed(pts))  # out of order
+    hist[key_b] = (
+        *hist[key_b],
+        market.PricePoint(NOW + timedelta(hours=1), 9.0),  # after now: dropped
+    )
+    hist[("x9.huge", "us-east-1a")] = (market.PricePoint(NOW + timedelta(hours=2), 1.0),)
+    se = serving.snapshot_events(hist, NOW)
+
+    def hours(pp: market.PricePoint) -> float:
+        return pp.at.timestamp() / 3600.0
+
+    series = []
+    for k in sorted(hist):
+        kept = [pp for pp in hist[k] if pp.at <= NOW]
+        series.append((k[0], k[1], [hours(pp) for pp in kept], [pp.price for pp in kept]))
+    ref = features.events_from_series(series)
+    assert se.keys == tuple(sorted(hist))
+    assert se.events.types == ref.types and se.events.zones == ref.zones
+    np.testing.assert_array_equal(se.events.offsets, ref.offsets)
+    np.testing.assert_array_equal(se.events.hours, ref.hours)
+    np.testing.assert_array_equal(se.events.prices, ref.prices)
+    i_new = se.keys.index(("x9.huge", "us-east-1a"))
+    assert np.isnan(se.first_hour[i_new])
+    assert se.first_hour[se.keys.index(key_a)] == pytest.approx(min(hours(p) for p in pts))
+
+
+def _count_feature_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real: Callable[..., Any] = features.feature_matrix
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(features, "feature_matrix", counting)
+    return calls
+
+
+def test_market_cache_reuses_features_and_never_changes_a_number(
+    snap: market.MarketSnapshot, cat: catalog.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pools = _spot_pools(snap)
+    fresh = xgb.load_bundled()
+    want = fresh.interruption_probability(pools, snap, cat, NOW)
+
+    model_ = xgb.load_bundled()
+    calls = _count_feature_builds(monkeypatch)
+    rng = np.random.default_rng(5)
+    subset = [pools[i] for i in rng.permutation(len(pools))[:300]]
+    got_subset = model_.interruption_probability(subset, snap, cat, NOW)
+    got_all = model_.interruption_probability(pools, snap, cat, NOW)
+    # the operator's MarketCache hands out a new snapshot object sharing the history
+    same_market = market.MarketSnapshot(
+        region=snap.region,
+        observed_at=snap.observed_at,
+        spot_history=snap.spot_history,
+        advisor=snap.advisor,
+        unavailable=frozenset(pools[:3]),
+    )
+    got_again = model_.interruption_probability(pools, same_market, cat, NOW)
+    assert len(calls) == 1  # one feature build for the three calls
+    by_pool = dict(zip(pools, want, strict=True))
+    assert got_subset == [by_pool[p] for p in subset]
+    assert got_all == want
+    assert got_again == want
+
+    # another moment, another catalog object or another history: features rebuilt
+    later = model_.interruption_probability(pools, snap, cat, NOW + timedelta(hours=1))
+    assert len(calls) == 2
+    assert later != want  # hour of day and the time-since features moved
+    other_cat = cat.restricted_to(cat.types)
+    assert model_.interruption_probability(pools, snap, other_cat, NOW) == want
+    assert len(calls) == 3
+    copy = market.MarketSnapshot(
+        region=snap.region,
+        observed_at=snap.observed_at,
+        spot_history=dict(snap.spot_history),
+        advisor=snap.advisor,
+    )
+    assert model_.interruption_probability(pools, copy, cat, NOW) == want
+    assert len(calls) == 4
+    model_.clear_cache()
+    assert model_.interruption_probability(pools[:10], snap, cat, NOW) == want[:10]
+    assert len(calls) == 5
+
+
+def test_cache_evicts_the_least_recently_used_market() -> None:
+    lru: serving.IdentityLRU[str] = serving.IdentityLRU(2)
+    a, b, c = object(), object(), object()
+    lru.put((a,), "a")
+    lru.put((b,), "b")
+    assert lru.get((a,)) == "a"  # a is now the most recent
+    lru.put((c,), "c")
+    assert lru.get((b,)) is None and lru.get((a,)) == "a" and lru.get((c,)) == "c"
+    assert lru.get((a,), (1.0,)) is None  # extra key values count
+    assert len(lru) == 2
