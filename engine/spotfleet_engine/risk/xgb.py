@@ -72,7 +72,9 @@ def hours(dt: datetime) -> float:
 
 @dataclass
 class _Market:
-    """One market's features and probabilities (NaN until predicted) per snapshot pool."""
+    """One market's features (one row per snapshot pool) and probabilities: per
+    snapshot pool (NaN until predicted), then per asked pool absent from the snapshot
+    (advisor band); ``index`` numbers both."""
 
     index: dict[tuple[str, str], int]
     x: F32
@@ -213,18 +215,26 @@ class XGBoostRisk:
             dtype=np.int64,
             count=len(pools),
         )
+        absent = np.flatnonzero(rows == -1)
+        if absent.size:  # spot pools not in the snapshot: advisor band, remembered too
+            extra: list[float] = []
+            for i in absent.tolist():
+                p = pools[i]
+                key = (p.instance_type, p.zone)
+                row = index.get(key)
+                if row is None:
+                    row = index[key] = len(index)
+                    extra.append(self.fallback_probability(p.instance_type, market))
+                rows[i] = row
+            m.prob = np.concatenate([m.prob, extra])
         safe = np.maximum(rows, 0)
-        if m.prob.size:
-            got = m.prob[safe]
-            todo = np.unique(safe[(rows >= 0) & np.isnan(got)])
-            if todo.size:
-                m.prob[todo] = self.predict_features(np.ascontiguousarray(m.x[todo]))
-            out = m.prob[safe]
-        else:
-            out = np.zeros(len(pools))
+        if not m.prob.size:
+            return [0.0] * len(pools)
+        todo = np.unique(safe[(rows >= 0) & np.isnan(m.prob[safe])])
+        if todo.size:  # rows with features (pools of the snapshot) not yet predicted
+            m.prob[todo] = self.predict_features(np.ascontiguousarray(m.x[todo]))
+        out = m.prob[safe]
         out[rows == -2] = 0.0
-        for i in np.flatnonzero(rows == -1).tolist():
-            out[i] = self.fallback_probability(pools[i].instance_type, market)
         result: list[float] = out.tolist()
         return result
 
