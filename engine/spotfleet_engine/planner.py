@@ -52,6 +52,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -260,6 +261,75 @@ def _solve(
     *,
     options: Options,
     anchors: Mapping[int, int] | None = None,
+    capacity_floor: float | None = None,
+    minimise_price: bool = False,
+    **kw: Any,
+) -> _Solution:
+    """Solve the MILP over ``sub`` (see :func:`_solve_once` for the arguments).
+
+    HiGHS handles general integers with infinite bounds badly (seconds spent
+    in root propagation), so capacity is first bounded by ``cap_max`` =
+    1.5 x (target + pools needed x largest size), which bounds every count
+    through the share cap. The bound is then proven slack: every plan with
+    more capacity costs at least ``cap_max x`` the cheapest cost per unit; if
+    that is not above the solution's cost, ``cap_max`` grows and the solve
+    repeats (finally without a bound). Degraded mode is solved unbounded.
+    """
+    if len(sub) == 0 or capacity_floor is not None:
+        return _solve_once(
+            policy,
+            c,
+            sub,
+            od_bounds,
+            options=options,
+            anchors=anchors,
+            capacity_floor=capacity_floor,
+            minimise_price=minimise_price,
+            cap_max=math.inf,
+            **kw,
+        )
+    w = c.w[sub]
+    per_unit = float(np.min((c.price[sub] if minimise_price else c.cost[sub]) / w))
+    anchored = sum(float(c.w[i]) * n for i, n in (anchors or {}).items())
+    needed = max(policy.min_pools, math.ceil(100.0 / policy.max_pool_share_pct - 1e-9))
+    cap_max = 1.5 * (max(policy.target, anchored) + needed * float(np.max(w)))
+    for _ in range(3):
+        sol = _solve_once(
+            policy,
+            c,
+            sub,
+            od_bounds,
+            options=options,
+            anchors=anchors,
+            minimise_price=minimise_price,
+            cap_max=cap_max,
+            **kw,
+        )
+        if sol.status != "infeasible" and cap_max * per_unit >= sol.objective:
+            return sol
+        cap_max *= 4.0
+    return _solve_once(
+        policy,
+        c,
+        sub,
+        od_bounds,
+        options=options,
+        anchors=anchors,
+        minimise_price=minimise_price,
+        cap_max=math.inf,
+        **kw,
+    )
+
+
+def _solve_once(
+    policy: model.Policy,
+    c: _Pools,
+    sub: I64,
+    od_bounds: tuple[float, float, float],
+    *,
+    options: Options,
+    cap_max: float,
+    anchors: Mapping[int, int] | None = None,
     churn: int | None = None,
     capacity_floor: float | None = None,
     with_budget: bool = True,
@@ -308,6 +378,10 @@ def _solve(
     lb[ix_c] = target if capacity_floor is None else capacity_floor
     if n_y:
         ub[ix_y:ix_d] = 1.0
+    if math.isfinite(cap_max):
+        ub[ix_c] = cap_max
+        share = policy.max_pool_share_pct / 100.0 if use_share else 1.0
+        ub[:n] = np.floor(share * cap_max / w + 1e-9)
     if capacity_floor is not None:
         integrality[ix_z] = 0
         ub[ix_z] = target
@@ -316,6 +390,7 @@ def _solve(
     if churn is None:
         for j, cnt in anchor_pos:
             lb[j] = cnt
+            ub[j] = max(ub[j], cnt)
 
     rows: list[I64] = []
     cols: list[I64] = []
