@@ -346,12 +346,16 @@ def _event_stats(ev: PriceEvents) -> _EventStats:
         np.cumsum(pad, axis=0, out=pad)
         return [pad.reshape(-1)[flat + k * lens.size] for k in range(len(vs))]
 
-    cum_sq, cum_chg, cum_rise, cum_rise_log = pool_cumsums(
-        logchg**2,
-        changed.astype(np.float64),
-        rise.astype(np.float64),
-        np.where(rise, logchg, 0.0),
-    )
+    def pool_counts(mask: npt.NDArray[np.bool_]) -> F64:
+        # running counts restarted at every pool: integer-valued, so a global
+        # cumsum minus the count before the pool's start is exact (equal to pool_cumsums)
+        total = np.cumsum(mask, dtype=np.int64)
+        before = np.where(pool_start > 0, total[np.maximum(pool_start - 1, 0)], 0)
+        out: F64 = (total - before).astype(np.float64)
+        return out
+
+    cum_sq, cum_rise_log = pool_cumsums(logchg**2, np.where(rise, logchg, 0.0))
+    cum_chg, cum_rise = pool_counts(changed), pool_counts(rise)
     return _EventStats(
         rise_table=range_max_table(np.maximum(logchg, 0.0)),
         rise_streak=streak,
@@ -553,7 +557,8 @@ def feature_matrix(
 
     zone_code = {z: i for i, z in enumerate(sorted(set(ev.zones)))}
     zone_of_pool = np.fromiter(map(zone_code.__getitem__, ev.zones), np.int64, len(ev.zones))
-    fams = [n.split(".", 1)[0] for n in ev.types]
+    fam_of_type = {n: n.split(".", 1)[0] for n in set(ev.types)}
+    fams = list(map(fam_of_type.__getitem__, ev.types))
     fam_code = {f: i for i, f in enumerate(sorted(set(fams)))}
     fam_of_pool = np.fromiter(map(fam_code.__getitem__, fams), np.int64, len(fams))
     zg = _groups(time_group, zone_of_pool[pool])
