@@ -5,7 +5,7 @@ training conversion, and the per-market cache never changes a number."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -77,8 +77,6 @@ def test_snapshot_events_equal_the_per_pool_conversion(snap: market.MarketSnapsh
     )
     hist[("x9.huge", "us-east-1a")] = (market.PricePoint(NOW + timedelta(hours=2), 1.0),)
     se = serving.snapshot_events(hist, NOW)
-    memo = serving.SecondsMemo()
-    with_memo = [serving.snapshot_events(hist, NOW, memo) for _ in range(2)]  # miss, then hit
 
     def hours(pp: market.PricePoint) -> float:
         return pp.at.timestamp() / 3600.0
@@ -93,9 +91,6 @@ def test_snapshot_events_equal_the_per_pool_conversion(snap: market.MarketSnapsh
     np.testing.assert_array_equal(se.events.offsets, ref.offsets)
     np.testing.assert_array_equal(se.events.hours, ref.hours)
     np.testing.assert_array_equal(se.events.prices, ref.prices)
-    for other in with_memo:
-        np.testing.assert_array_equal(other.events.hours, ref.hours)
-        np.testing.assert_array_equal(other.events.offsets, ref.offsets)
     i_new = se.keys.index(("x9.huge", "us-east-1a"))
     assert np.isnan(se.first_hour[i_new])
     assert se.first_hour[se.keys.index(key_a)] == pytest.approx(min(hours(p) for p in pts))
@@ -171,19 +166,3 @@ def test_cache_evicts_the_least_recently_used_market() -> None:
     assert lru.get((b,)) is None and lru.get((a,)) == "a" and lru.get((c,)) == "c"
     assert lru.get((a,), (1.0,)) is None  # extra key values count
     assert len(lru) == 2
-
-
-def test_seconds_memo_is_exact_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    base = datetime(2021, 5, 1, tzinfo=UTC)
-    ats = [base + timedelta(seconds=37 * i, microseconds=11 * i) for i in range(50)]
-    want = [a.timestamp() for a in ats]
-    monkeypatch.setattr(serving, "SECONDS_MEMO_MAX", 60)
-    memo = serving.SecondsMemo()
-    assert memo.seconds(ats).tolist() == want  # all misses
-    assert memo.seconds(ats[::-1]).tolist() == want[::-1]  # all hits
-    # equal instants in another time zone object hit the same entries
-    other_tz = [a.astimezone(timezone(timedelta(hours=-5))) for a in ats]
-    assert memo.seconds(other_tz).tolist() == want
-    more = [a + timedelta(days=1) for a in ats]  # 50 new: over the bound, starts afresh
-    assert memo.seconds(more).tolist() == [a.timestamp() for a in more]
-    assert memo.seconds(ats).tolist() == want

@@ -56,52 +56,14 @@ class SnapshotEvents:
     first_hour: F64
 
 
-#: Entries kept by a :class:`SecondsMemo` before it starts afresh.
-SECONDS_MEMO_MAX = 200_000
-
-
-class SecondsMemo:
-    """``datetime.timestamp()`` of many datetimes, remembered by value.
-
-    Consecutive snapshots share most of their points (a backtest's hours share
-    the very objects; an operator refresh repeats the values), and a dict
-    lookup costs a third of ``timestamp()``. Holds at most
-    :data:`SECONDS_MEMO_MAX` entries (then starts afresh).
-    """
-
-    def __init__(self) -> None:
-        self._d: dict[datetime, float] = {}
-
-    def seconds(self, ats: Sequence[datetime]) -> F64:
-        """Seconds since the epoch of every datetime, exactly ``timestamp()``."""
-        d = self._d
-        try:
-            return np.fromiter(map(d.__getitem__, ats), dtype=np.float64, count=len(ats))
-        except KeyError:
-            pass
-        secs = np.fromiter(map(datetime.timestamp, ats), dtype=np.float64, count=len(ats))
-        if len(d) + len(ats) > SECONDS_MEMO_MAX:
-            d.clear()
-        if len(ats) <= SECONDS_MEMO_MAX:
-            d.update(zip(ats, secs.tolist(), strict=True))
-        return secs
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self._d.clear()
-
-
 def snapshot_events(
-    history: Mapping[tuple[str, str], Sequence[market_mod.PricePoint]],
-    now: datetime,
-    memo: SecondsMemo | None = None,
+    history: Mapping[tuple[str, str], Sequence[market_mod.PricePoint]], now: datetime
 ) -> SnapshotEvents:
     """Flatten ``history`` into :class:`features.PriceEvents`, dropping points after ``now``.
 
     Same events, in the same order, as ``features.events_from_series`` on the
     per-pool (hours, prices) of the points at or before ``now`` (a stable sort
-    per pool, done only when a pool is out of order). ``memo`` remembers the
-    datetime conversions across calls.
+    per pool, done only when a pool is out of order).
     """
     keys = tuple(sorted(history))
     seqs = [history[k] for k in keys]
@@ -109,11 +71,9 @@ def snapshot_events(
     lens = np.fromiter(map(len, seqs), dtype=np.int64, count=n_pools)
     n = int(lens.sum())
     pts = list(itertools.chain.from_iterable(seqs))
-    ats = list(map(_AT, pts))
-    if memo is None:
-        secs = np.fromiter(map(datetime.timestamp, ats), dtype=np.float64, count=n)
-    else:
-        secs = memo.seconds(ats)
+    # one datetime.timestamp() per point: the larger part of a first call's cost (a
+    # value-keyed memo was tried: hashing new aware datetimes costs twice timestamp())
+    secs = np.fromiter(map(datetime.timestamp, map(_AT, pts)), dtype=np.float64, count=n)
     prices = np.fromiter(map(_PRICE, pts), dtype=np.float64, count=n)
     pool_of = np.repeat(np.arange(n_pools, dtype=np.int64), lens)
     keep = secs <= now.timestamp()

@@ -119,7 +119,6 @@ class XGBoostRisk:
         ]
         self._static: serving.IdentityLRU[serving.StaticCache] = serving.IdentityLRU(CACHE_SIZE)
         self._markets: serving.IdentityLRU[_Market] = serving.IdentityLRU(CACHE_SIZE)
-        self._seconds = serving.SecondsMemo()
 
     @property
     def metrics(self) -> Mapping[str, Any]:
@@ -139,10 +138,9 @@ class XGBoostRisk:
         return out
 
     def clear_cache(self) -> None:
-        """Forget every cached market, static table and datetime conversion."""
+        """Forget every cached market and static table (the next call recomputes)."""
         self._static.clear()
         self._markets.clear()
-        self._seconds.clear()
 
     def fallback_probability(self, instance_type: str, market: market_mod.MarketSnapshot) -> float:
         """The advisor-band probability of a spot pool of ``instance_type`` (unlisted: the
@@ -170,7 +168,7 @@ class XGBoostRisk:
         """Feature rows at ``now`` for every pool in ``market`` (sorted by (type, zone)),
         and each pool's first hour of history at or before ``now`` (NaN: none).
         Points after ``now`` are ignored."""
-        se = serving.snapshot_events(market.spot_history, now, self._seconds)
+        se = serving.snapshot_events(market.spot_history, now)
         static = self._static_for(market, catalog).table(se.events.types)
         n = se.events.n_pools
         pool = np.arange(n, dtype=np.int64)
