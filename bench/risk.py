@@ -18,9 +18,11 @@ Per market, p50/p99 (wall clock, and CPU time of this process) of:
 and the compiled numpy forest, both calibrated) and the whole protocol call
 ``interruption_probability(pools, market, catalog, now)``:
 ``warm`` (the same market again: the planner's second and later calls),
-``cold`` (a market never seen: features built and pools predicted; the
-per-catalog static cache warm, as in a live process) and ``first`` (every
-cache empty). Last line: one JSON object.
+``cold`` (a market never seen, made of PricePoints seen before, as consecutive
+backtest hours are: features built and pools predicted; the per-catalog static
+table warm, as in a live process), ``cold_new_points`` (new PricePoint and
+datetime objects with values seen before, as an operator market refresh) and
+``first`` (every cache empty, nothing seen). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -131,6 +133,20 @@ def bench_market(
 
     out["protocol_cold"] = timed(
         lambda: risk.interruption_probability(pools, fresh[0], cat, NOW), 30, setup=new_market
+    )
+
+    def new_points() -> None:
+        # an operator refresh: new PricePoint and datetime objects, values seen before
+        hist = {
+            k: tuple(
+                market.PricePoint(datetime.fromtimestamp(p.at.timestamp(), UTC), p.price) for p in v
+            )
+            for k, v in snap.spot_history.items()
+        }
+        fresh[:] = [market.MarketSnapshot(snap.region, snap.observed_at, hist, snap.advisor)]
+
+    out["protocol_cold_new_points"] = timed(
+        lambda: risk.interruption_probability(pools, fresh[0], cat, NOW), 15, setup=new_points
     )
     out["protocol_first"] = timed(
         lambda: risk.interruption_probability(pools, snap, cat, NOW), 10, setup=risk.clear_cache
