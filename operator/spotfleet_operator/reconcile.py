@@ -207,6 +207,9 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime) -> Result:
     user or AWS errors. Concurrent calls for one policy are serialised."""
     meta = body.get("metadata", {})
     uid = str(meta.get("uid", ""))
+    if meta.get("deletionTimestamp"):
+        # being deleted: finalize owns it now; acting here could relaunch what it removes
+        return Result(status=dict(body.get("status") or {}))
     async with deps.lock(uid):
         started = time.perf_counter()
         ctx = _Ctx(

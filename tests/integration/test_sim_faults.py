@@ -102,7 +102,12 @@ def test_plain_moto_shows_the_gap_the_layer_closes(_moto_server_process: MotoSer
     while not moto_failures(_moto_server_process.stderr_since(offset)):
         assert time.monotonic() < deadline, "moto's stderr never showed the failed call"
         time.sleep(0.05)
-    assert len(moto_failures(_moto_server_process.stderr_since(offset))) == 1
+    failures = moto_failures(_moto_server_process.stderr_since(offset))
+    # exactly the one failed request (its access-log line; the traceback is not always printed)
+    assert (
+        sum(1 for line in failures if "NotImplementedError:" not in line and "raise" not in line)
+        == 1
+    ), failures
 
 
 def test_moto_server_fixture_serves_plain_moto(moto_server: MotoServer) -> None:
