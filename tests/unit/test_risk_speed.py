@@ -166,3 +166,27 @@ def test_cache_evicts_the_least_recently_used_market() -> None:
     assert lru.get((b,)) is None and lru.get((a,)) == "a" and lru.get((c,)) == "c"
     assert lru.get((a,), (1.0,)) is None  # extra key values count
     assert len(lru) == 2
+
+
+def test_concurrent_calls_on_one_model_agree_with_a_single_caller(
+    snap: market.MarketSnapshot, cat: catalog.Catalog
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    priced = _spot_pools(snap)
+    absent = [
+        model.Pool(t, z, model.Market.SPOT)
+        for t, zones in sorted(cat.zones.items())
+        for z in sorted(zones)
+        if (t, z) not in snap.spot_history
+    ][:400]
+    rng = np.random.default_rng(11)
+    asks = [
+        [(priced + absent)[i] for i in rng.permutation(len(priced) + len(absent))[:700]]
+        for _ in range(8)
+    ]
+    want = [xgb.load_bundled().interruption_probability(a, snap, cat, NOW) for a in asks]
+    shared = xgb.load_bundled()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: shared.interruption_probability(a, snap, cat, NOW), asks))
+    assert got == want

@@ -22,6 +22,7 @@ import base64
 import gzip
 import importlib.resources
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,7 @@ class XGBoostRisk:
         ]
         self._static: serving.IdentityLRU[serving.StaticCache] = serving.IdentityLRU(CACHE_SIZE)
         self._markets: serving.IdentityLRU[_Market] = serving.IdentityLRU(CACHE_SIZE)
+        self._lock = threading.Lock()  # the caches are shared by every caller
 
     @property
     def metrics(self) -> Mapping[str, Any]:
@@ -139,8 +141,9 @@ class XGBoostRisk:
 
     def clear_cache(self) -> None:
         """Forget every cached market and static table (the next call recomputes)."""
-        self._static.clear()
-        self._markets.clear()
+        with self._lock:
+            self._static.clear()
+            self._markets.clear()
 
     def fallback_probability(self, instance_type: str, market: market_mod.MarketSnapshot) -> float:
         """The advisor-band probability of a spot pool of ``instance_type`` (unlisted: the
@@ -206,7 +209,18 @@ class XGBoostRisk:
         ``now``), predicts only the pools asked about not yet predicted, and
         keeps the results, so repeated calls on one market are lookups. The
         snapshot's history must not be mutated after it is first scored.
+        Thread-safe (one call at a time per model).
         """
+        with self._lock:
+            return self._probabilities(pools, market, catalog, now)
+
+    def _probabilities(
+        self,
+        pools: Sequence[model.Pool],
+        market: market_mod.MarketSnapshot,
+        catalog: catalog_mod.Catalog,
+        now: datetime,
+    ) -> list[float]:
         m = self._market(market, catalog, now)
         index = m.index
         spot = model.Market.SPOT
