@@ -110,11 +110,20 @@ class Kube:
 
         return await asyncio.to_thread(run)
 
-    async def policy_uids(self) -> set[str]:
-        """UIDs of every SpotPolicy in the cluster (for orphan detection)."""
+    async def policy_uids(self, namespaces: tuple[str, ...] = ()) -> set[str]:
+        """UIDs of every SpotPolicy in ``namespaces`` (all namespaces when empty; that
+        needs cluster-wide list permission), for orphan detection."""
 
         def run() -> set[str]:
-            out = self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
-            return {str(i["metadata"]["uid"]) for i in out.get("items", [])}
+            if not namespaces:
+                out = self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)
+                return {str(i["metadata"]["uid"]) for i in out.get("items", [])}
+            uids: set[str] = set()
+            for ns in namespaces:
+                out = self.custom.list_namespaced_custom_object(
+                    api.GROUP, api.VERSION, ns, api.PLURAL
+                )
+                uids |= {str(i["metadata"]["uid"]) for i in out.get("items", [])}
+            return uids
 
         return await asyncio.to_thread(run)

@@ -276,7 +276,10 @@ async def _reconcile(ctx: _Ctx) -> tuple[plan_mod.Plan | None, dict[str, Any]]:
     counted = _CountingEc2(client, ctx)
     try:
         result = await _observe_decide_act(ctx, spec, counted)
-        await _scan_orphans(ctx, creds, spec.region, counted)
+        try:
+            await _scan_orphans(ctx, creds, spec.region, counted)
+        except Exception as e:  # reporting orphans must never break reconciling
+            log.warning("orphan scan failed: %s", e)
         return result
     except errors.AwsError as e:
         _aws_failure(ctx, e)
@@ -298,7 +301,12 @@ async def _scan_orphans(
     deps.orphan_scans[key] = ctx.now
     everything: list[ec2.OwnedInstance] = await client.owned_instances(None)
     live = await deps.live_policy_uids()
-    found = {o.instance_id: o.policy_ref for o in everything if o.policy_uid not in live}
+    watched = set(deps.config.namespaces)
+    found = {
+        o.instance_id: o.policy_ref
+        for o in everything
+        if o.policy_uid not in live and (not watched or o.policy_ref.split("/", 1)[0] in watched)
+    }
     for iid, ref in sorted(found.items()):
         if iid not in deps.orphans.get(key, {}):
             log.warning(

@@ -79,7 +79,7 @@ async def build(
         risk=load_risk(cfg.risk_model),
         metrics=m,
         store=store,
-        live_policy_uids=k.policy_uids,
+        live_policy_uids=lambda: k.policy_uids(cfg.namespaces),
     )
     memo[MEMO_DEPS] = deps
     memo[MEMO_KUBE] = k

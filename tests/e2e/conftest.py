@@ -4,13 +4,13 @@ chart's doing, and two modes of the chart never run operators side by side."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spotfleet_operator import localcluster
+from spotfleet_operator.aws import credentials, eventing
 from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx
 
@@ -44,20 +44,11 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Clou
 @pytest.fixture(scope="module")
 def queue_url(stand_in: cloud_fx.Cloud) -> str:
     """The EventBridge rule -> SQS queue a user sets up once per account (docs/helm.md)."""
-    sqs, events = stand_in.boto3_client("sqs"), stand_in.boto3_client("events")
-    url = str(sqs.create_queue(QueueName="spotfleet-interruptions")["QueueUrl"])
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    pattern = {
-        "source": ["aws.ec2"],
-        "detail-type": [
-            "EC2 Spot Instance Interruption Warning",
-            "EC2 Instance Rebalance Recommendation",
-        ],
-    }
-    events.put_rule(Name="spotfleet-interruptions", EventPattern=json.dumps(pattern))
-    events.put_targets(Rule="spotfleet-interruptions", Targets=[{"Id": "q", "Arn": arn}])
+    sessions = credentials.SessionCache("us-east-1", stand_in.endpoint_url)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        url = eventing.ensure_interruption_queue(sessions, "us-east-1")
     return url
 
 

@@ -27,8 +27,7 @@ import pytest
 import yaml
 
 from spotfleet_operator import localcluster
-from spotfleet_operator.aws import ec2
-from tests.fixtures import cloud as cloud_fx
+from tests.fixtures import operator as operator_fx
 from tests.fixtures.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -325,13 +324,6 @@ def tenant_secret(ns: str) -> str:
     )
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
 def status_is(
     cluster: localcluster.LocalCluster, ns: str, name: str, generation: int, ready: str
 ) -> Any:
@@ -348,19 +340,5 @@ def status_is(
     return check
 
 
-def owned_instances(cloud: cloud_fx.Cloud, uid: str) -> list[dict[str, Any]]:
-    out = []
-    pages = (
-        cloud.boto3_client("ec2")
-        .get_paginator("describe_instances")
-        .paginate(
-            Filters=[
-                {"Name": "tag:" + ec2.TAG_POLICY_UID, "Values": [uid]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ]
-        )
-    )
-    for page in pages:
-        for r in page["Reservations"]:
-            out.extend(r["Instances"])
-    return out
+condition = operator_fx.condition
+owned_instances = operator_fx.ec2_instances

@@ -24,7 +24,7 @@ import yaml
 from spotfleet_operator import localcluster
 from tests.e2e import dashboard, support
 from tests.fixtures import cloud as cloud_fx
-from tests.fixtures.operator import OperatorProcess, wait_for
+from tests.fixtures.operator import OperatorProcess, wait_for, wait_for_events
 
 pytestmark = pytest.mark.e2e
 
@@ -267,9 +267,7 @@ def test_the_operator_reconciles_with_the_charts_identity(
     inst = support.owned_instances(stand_in, tenant_policy["metadata"]["uid"])
     assert sum(a["count"] for a in st["allocation"]) == len(inst)
     # ... and posted Events on the policy
-    evs = support.get_json(cluster, "events", "-n", TENANT)["items"]
-    mine = [e for e in evs if e["involvedObject"].get("name") == "web"]
-    assert {"Planned", "Launched"} <= {e["reason"] for e in mine}
+    wait_for_events(cluster, TENANT, {"Planned", "Launched"}, "web", operator)
     # nothing it tried was refused (Kopf logs and continues on 403s: check the log)
     log = operator.log()
     assert not [line for line in log.splitlines() if any(r in line for r in REFUSALS)], log[-4000:]

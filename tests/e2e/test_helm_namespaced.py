@@ -19,7 +19,7 @@ import yaml
 from spotfleet_operator import localcluster
 from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx
-from tests.fixtures.operator import OperatorProcess, wait_for
+from tests.fixtures.operator import OperatorProcess, wait_for, wait_for_events
 
 pytestmark = pytest.mark.e2e
 
@@ -128,8 +128,7 @@ def test_the_operator_works_in_the_watched_namespace_only(
         timeout=120, op=operator,
     )  # fmt: skip
     assert support.owned_instances(stand_in, obj["metadata"]["uid"])
-    evs = support.get_json(cluster, "events", "-n", WATCHED)["items"]
-    assert "Launched" in {e["reason"] for e in evs}
+    wait_for_events(cluster, WATCHED, {"Launched"}, op=operator)
     # several reconcile intervals later the other namespace's policy is untouched:
     # no status, no finalizer, no instances, no Events
     time.sleep(3 * 2)

@@ -15,8 +15,17 @@ from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import model
 from spotfleet_operator import localcluster
 from spotfleet_operator.aws import ec2
+from spotfleet_sim import client as sim_client
 from tests.fixtures import cloud as cloud_fx
-from tests.fixtures.operator import OperatorProcess, get_json, start_operator, wait_for
+from tests.fixtures.operator import (
+    OperatorProcess,
+    ec2_instances,
+    get_json,
+    start_operator,
+    wait_for,
+    wait_for_events,
+)
+from tests.fixtures.operator import condition as cond
 
 pytestmark = pytest.mark.integration
 CATALOG = catalog_mod.load_bundled("us-east-1")
@@ -98,31 +107,6 @@ def apply(cluster: localcluster.LocalCluster, obj: dict[str, Any] | str) -> None
     cluster.kubectl("apply", "-f", "-", input=obj if isinstance(obj, str) else json.dumps(obj))
 
 
-def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
-def ec2_instances(cloud: cloud_fx.Cloud, uid: str) -> list[dict[str, Any]]:
-    out = []
-    pages = (
-        cloud.boto3_client("ec2")
-        .get_paginator("describe_instances")
-        .paginate(
-            Filters=[
-                {"Name": "tag:" + ec2.TAG_POLICY_UID, "Values": [uid]},
-                {"Name": "instance-state-name", "Values": ["pending", "running"]},
-            ]
-        )
-    )
-    for page in pages:
-        for r in page["Reservations"]:
-            out.extend(r["Instances"])
-    return out
-
-
 def by_pool(instances: list[dict[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for i in instances:
@@ -189,8 +173,7 @@ def test_apply_launches_the_planned_mix_and_reports_it(
     row = k.kubectl("get", "spol", "web", "-n", namespace, "--no-headers").stdout.split()
     assert row[0] == "web" and row[1] == "32" and "True" in row
     assert any(c.startswith("$") or c.replace(".", "").isdigit() for c in row[2:])
-    reasons = {e["reason"] for e in events(k, namespace)}
-    assert {"Planned", "Launched"} <= reasons
+    wait_for_events(k, namespace, {"Planned", "Launched"}, "web", running_operator)
     metrics = running_operator.metrics()
     assert f'spotfleet_cost_usd_per_hour{{namespace="{namespace}",policy="web"}}' in metrics
 
@@ -252,7 +235,7 @@ def test_unavailable_pool_is_routed_around_and_retried_later(
     uid = obj["metadata"]["uid"]
     spot = [a for a in obj["status"]["allocation"] if a["market"] == "spot"]
     main = max(spot, key=lambda a: a["count"])
-    pool = cloud_fx.sim_client.Pool(main["instanceType"], main["zone"], "spot")
+    pool = sim_client.Pool(main["instanceType"], main["zone"], "spot")
     stand_in.client.mark_unavailable(pool)
     try:
         k.kubectl(
