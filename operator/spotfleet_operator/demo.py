@@ -281,26 +281,28 @@ class Demo:
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
 
+        # Publish the settings here, in the main thread, before the operator thread
+        # starts: changing os.environ while another thread spawns kubectl races with
+        # fork/exec (seen as "[Errno 14] Bad address").
+        cfg = runner.apply_overrides(
+            {
+                "namespaces": (NAMESPACE,),
+                "aws_endpoint_url": self.endpoint,
+                "reconcile_interval_seconds": 3.0,
+                "metrics_port": self.metrics_port,
+                "health_port": 0,
+                "database_url": f"sqlite:///{self.workdir / 'audit.db'}",
+                "interruption_queue_url": queue,
+                "interruption_poll_seconds": 1.0,
+                "market_cache_seconds": 5.0,
+                "unavailable_pool_ttl_seconds": 600.0,
+            },
+            str(self.cluster.kubeconfig),
+        )
+
         def operate() -> None:
             try:
-                runner.run(
-                    namespaces=(NAMESPACE,),
-                    all_namespaces=False,
-                    kubeconfig=str(self.cluster.kubeconfig) if self.cluster else None,
-                    overrides={
-                        "aws_endpoint_url": self.endpoint,
-                        "reconcile_interval_seconds": 3.0,
-                        "metrics_port": self.metrics_port,
-                        "health_port": 0,
-                        "database_url": f"sqlite:///{self.workdir / 'audit.db'}",
-                        "interruption_queue_url": queue,
-                        "interruption_poll_seconds": 1.0,
-                        "market_cache_seconds": 5.0,
-                        "unavailable_pool_ttl_seconds": 600.0,
-                    },
-                    stop_flag=self.op_stop,
-                    configure_logging=False,
-                )
+                runner.run_kopf(cfg, stop_flag=self.op_stop)
             except BaseException as e:  # surfaced by _check_operator
                 self.op_error.append(e)
 

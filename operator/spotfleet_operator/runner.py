@@ -34,7 +34,8 @@ def run(
     stop_flag: asyncio.Event | threading.Event | None = None,
     configure_logging: bool = True,
 ) -> None:
-    """Blocking: run the operator until interrupted (or ``stop_flag`` is set)."""
+    """Blocking: validate and publish the settings, then run the operator until
+    interrupted (or ``stop_flag`` is set)."""
     ns = () if all_namespaces else namespaces  # no namespace given: cluster-wide
     cfg = apply_overrides({**overrides, "namespaces": ns or None}, kubeconfig)
     if configure_logging:
@@ -42,11 +43,21 @@ def run(
             level=getattr(logging, cfg.log_level),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+    run_kopf(cfg, stop_flag)
+
+
+def run_kopf(
+    cfg: config.OperatorConfig, stop_flag: asyncio.Event | threading.Event | None = None
+) -> None:
+    """Run Kopf with our handlers for ``cfg`` (already published by :func:`apply_overrides`).
+    Touches no environment variable, so it may run in a thread while another thread
+    starts processes (changing the environment then races with fork/exec: EFAULT)."""
     import kopf
 
     from spotfleet_operator import handlers  # registers the handlers
 
     assert handlers.GROUP
+    ns = cfg.namespaces
     kopf.run(
         clusterwide=not ns,
         namespaces=list(ns),
