@@ -5,7 +5,8 @@ hourly decisions), the bundled advisor snapshots and availability traces, seed
 0, default scoring, two general-purpose policies (4 GiB per vCPU, x86_64, no
 burstable, current generation): 64 vCPU (2-16 vCPU types, >= 2 pools, <= 50 %
 per pool) and 1,000 vCPU (4-48 vCPU types, >= 4 pools, <= 25 % per pool),
-objective ``balanced``. spotfleet runs the bundled XGBoost risk model; the
+objective ``balanced``. spotfleet runs the bundled risk model (the XGBoost
+spike model combined with the advisor band, ``risk.combined``); the
 capacity-optimized and price-capacity-optimized baselines rank pools by the
 same model. Also replays the 64-vCPU policy on the risk model's test weeks
 (2021-05-10 .. 05-31, after its training and validation windows), the only
@@ -26,7 +27,7 @@ from typing import Any
 
 from spotfleet_engine import backtest, catalog, market, model, strategies
 from spotfleet_engine.backtest import interruptions, report, traces
-from spotfleet_engine.risk import xgb
+from spotfleet_engine.risk import combined
 
 START = datetime(2021, 3, 3, tzinfo=UTC)
 END = datetime(2021, 5, 31, tzinfo=UTC)
@@ -72,7 +73,7 @@ def run_one(
     cat = catalog.load_bundled("us-east-1")
     hist = market.load_bundled_history()
     adv = market.load_bundled_advisor("us-east-1")
-    risk = xgb.load_bundled()
+    risk = combined.load_bundled()
     strats = [*strategies.baselines(risk), strategies.Spotfleet(risk)]
     t0 = time.perf_counter()
     res = backtest.run(

@@ -6,16 +6,24 @@ the same inputs give the same Plan.
 Model. Every pool ``i`` (type x zone x market) has a weight ``w_i`` (units of
 the policy's capacity unit per instance), a price ``p_i`` (spot: the market's
 current price; on-demand: the catalog price; USD per instance-hour), a risk
-``r_i`` (the risk model's interruption probability over the horizon) and an
-expected cost per hour
+``r_i`` (the risk model's interruption probability over its horizon ``H``)
+and an expected cost per instance-hour (:func:`expected_cost`)
 
-    c_i = p_i + r_i x K x od_i
+    c_i = p_i + A x h_i x L_i
 
-where ``od_i`` is the type's on-demand price and ``K`` the objective's
-replacement weight (:data:`REPLACEMENT_WEIGHT`: lowestCost 1, balanced 10,
-lowestInterruption 100): an interruption is charged as K hours of on-demand
-capacity (relaunch, warm-up, lost work). The MILP chooses integer counts
-``x_i`` minimising ``sum c_i x_i`` subject to
+- ``h_i = -ln(1 - r_i) / H``: the hourly interruption hazard that gives
+  probability ``r_i`` over ``H`` hours (constant hazard); charging ``r_i``
+  itself every hour would count the whole horizon's risk once per hour.
+- ``L_i = LOST_WORK_HOURS x od_i + REPLACEMENT_GAP_HOURS x SHORTFALL_MULTIPLE
+  x u x w_i``: what one interruption costs: the work lost since the last
+  checkpoint plus relaunch and warm-up (one hour of the type's on-demand
+  price ``od_i``), and the capacity missing until the replacement runs
+  (half an hour, valued at three times ``u``, the policy's cheapest on-demand
+  price per unit-hour). See :data:`LOST_WORK_HOURS`.
+- ``A`` (:data:`RISK_AVERSION`): how much more than its expected cost the
+  objective counts an interruption (lowestCost 1: risk-neutral).
+
+The MILP chooses integer counts ``x_i`` minimising ``sum c_i x_i`` subject to
 
 - capacity ``C = sum w_i x_i >= target``;
 - on-demand capacity ``>= b + q (C - b)`` with ``b = min(onDemandBase, target)``
@@ -64,11 +72,22 @@ from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.risk import protocol as risk_protocol
 
-#: Hours of on-demand price an interruption costs, per objective (the K above).
-REPLACEMENT_WEIGHT: Mapping[str, float] = {
+#: Hours of the interrupted type's on-demand price one interruption costs directly:
+#: the work done since the last checkpoint (half an hourly checkpoint interval on
+#: average) plus relaunch, boot and warm-up of the replacement (about half an hour).
+LOST_WORK_HOURS = 1.0
+#: Hours the interrupted capacity is missing until its replacement runs: half of an
+#: hourly decision interval (reclaims arrive uniformly within it).
+REPLACEMENT_GAP_HOURS = 0.5
+#: Missing capacity is worth this multiple of the policy's cheapest on-demand price per
+#: unit-hour: it is worth more than it costs to buy (else nobody would run it).
+SHORTFALL_MULTIPLE = 3.0
+#: Multiple of an interruption's expected cost each objective counts (lowestCost: 1,
+#: risk-neutral).
+RISK_AVERSION: Mapping[str, float] = {
     "lowestCost": 1.0,
     "balanced": 10.0,
-    "lowestInterruption": 100.0,
+    "lowestInterruption": 1000.0,
 }
 #: Hours of the old pool's price one replacement costs (old and new overlap while draining).
 SWITCH_HOURS = 1.0
@@ -90,6 +109,10 @@ class Options:
     prune: bool = True
     node_limit: int = 20_000
     presolve: bool = False
+    #: skip the anchored MILP when the running fleet is feasible on its own, and the
+    #: churn-limited MILP when no move can pass minSavingsPercent (exact; ``False``
+    #: always solves all three, for tests and benchmarks)
+    fast_path: bool = True
 
 
 DEFAULT_OPTIONS = Options()
@@ -174,7 +197,9 @@ def _enumerate(
         raise ValueError(f"risk model {risk.name!r} returned {r_spot.shape} for {n_spot} pools")
     r = np.zeros(n, dtype=np.float64)
     r[:n_spot] = np.clip(r_spot, 0.0, 1.0)
-    cost = price + r * REPLACEMENT_WEIGHT[policy.objective] * od
+    od_units = w[is_od] if is_od.any() else w
+    ref_unit_od = float(np.min((od[is_od] if is_od.any() else od) / od_units)) if n else 0.0
+    cost = expected_cost(price, r, od, w, ref_unit_od, float(risk.horizon_hours), policy.objective)
     why: list[str | None] = [None] * n
     maxp = policy.max_spot_price_per_unit_hour
     if maxp is not None:
@@ -188,6 +213,37 @@ def _enumerate(
             if p in market.unavailable:
                 why[i] = "marked unavailable (insufficient capacity)"
     return _Pools(pools, w, price, od, is_od, r, cost, why)
+
+
+def hourly_hazard(r: F64, horizon_hours: float) -> F64:
+    """Per-instance interruption hazard per hour from probabilities ``r`` over
+    ``horizon_hours`` (constant hazard: ``-ln(1 - r) / H``; r = 1 is capped)."""
+    h: F64 = -np.log1p(-np.minimum(r, 1.0 - 1e-9)) / max(horizon_hours, 1e-9)
+    return h
+
+
+def interruption_cost(od: F64, w: F64, ref_unit_od: float) -> F64:
+    """USD one interruption of an instance costs (see the module doc): lost work and
+    relaunch (``LOST_WORK_HOURS`` of ``od``) plus the missing ``w`` units for
+    ``REPLACEMENT_GAP_HOURS`` at ``SHORTFALL_MULTIPLE`` x ``ref_unit_od`` per unit-hour."""
+    out: F64 = LOST_WORK_HOURS * od + REPLACEMENT_GAP_HOURS * SHORTFALL_MULTIPLE * ref_unit_od * w
+    return out
+
+
+def expected_cost(
+    price: F64,
+    r: F64,
+    od: F64,
+    w: F64,
+    ref_unit_od: float,
+    horizon_hours: float,
+    objective: str,
+) -> F64:
+    """Expected USD per instance-hour: price + aversion x hazard x interruption cost.
+    Pools with ``r == 0`` (on-demand) cost their price."""
+    extra = RISK_AVERSION[objective] * hourly_hazard(r, horizon_hours)
+    out: F64 = price + extra * interruption_cost(od, w, ref_unit_od)
+    return out
 
 
 def _od_bounds(policy: model.Policy, c: _Pools, elig: I64) -> tuple[float, float, float]:
@@ -528,11 +584,25 @@ def decide(
         outcome = "Degraded"
 
     chosen = fresh
+    fast = options.fast_path and floor is None
     if kept:
-        anchored = _solve(policy, c, sub, od_b, options=options, anchors=kept, capacity_floor=floor)
+        # fast path 1: a running fleet that meets every constraint is its own anchored optimum
+        anchored = (_kept_if_feasible(policy, c, kept, od_b) if fast else None) or _solve(
+            policy, c, sub, od_b, options=options, anchors=kept, capacity_floor=floor
+        )
         budget = max(0, policy.max_replacements_per_hour - fleet.replacements_last_hour)
         moved: _Solution | None = None
-        if policy.rebalance_enabled and budget > 0:
+        # fast path 2: no move can beat minSavingsPercent, so the churn-limited MILP is skipped
+        may_move = policy.rebalance_enabled and budget > 0 and fast
+        bound = _move_bound(policy, c, kept, anchored, fresh) if may_move else None
+        if bound is not None:
+            if bound < anchored.objective - 1e-12:
+                notes.append(
+                    f"kept running capacity: moving could save at most "
+                    f"{_pct(anchored.objective, bound):.2f}%, not more than "
+                    f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
+                )
+        elif policy.rebalance_enabled and budget > 0:
             moved = _solve(
                 policy,
                 c,
@@ -579,6 +649,67 @@ def decide(
     return _build(
         policy, c, chosen.x, running, scaled, not_eligible, outcome, binding, stats, notes, pruned
     )
+
+
+def _kept_if_feasible(
+    policy: model.Policy, c: _Pools, kept: Mapping[int, int], od_b: tuple[float, float, float]
+) -> _Solution | None:
+    """``kept`` as the anchored solution when it meets every constraint on its own
+    (capacity, share cap, on-demand split, pool count, budget), else None.
+
+    Exact: the anchored MILP bounds each running pool below by its count, and every
+    pool costs more than 0 per hour, so when the running fleet is feasible adding
+    anything only costs more and the optimum is the running fleet itself."""
+    idx = np.asarray(sorted(i for i, n in kept.items() if n > 0), dtype=np.int64)
+    if idx.size == 0:
+        return None
+    cnt = np.asarray([kept[int(i)] for i in idx], dtype=np.float64)
+    units = c.w[idx] * cnt
+    cap = float(units.sum())
+    if cap < policy.target - 1e-9 or bool(np.any(c.cost[idx] <= 0.0)):
+        return None
+    if policy.max_pool_share_pct < 100.0 and bool(
+        np.any(units > policy.max_pool_share_pct / 100.0 * cap + 1e-9)
+    ):
+        return None
+    b, q, slack = od_b
+    od_cap = float(units[c.is_od[idx]].sum())
+    lo = b * (1.0 - q) + q * cap
+    if od_cap < lo - 1e-9 or od_cap > lo + slack + 1e-9:
+        return None
+    if policy.min_pools > 1 and idx.size < policy.min_pools:
+        return None
+    if policy.budget_per_hour is not None and float(c.price[idx] @ cnt) > (
+        policy.budget_per_hour + 1e-9
+    ):
+        return None
+    xs = cnt.astype(np.int64)
+    return _Solution(
+        "optimal", {int(i): int(n) for i, n in zip(idx, xs, strict=True)}, float(c.cost[idx] @ xs)
+    )
+
+
+def _move_bound(
+    policy: model.Policy,
+    c: _Pools,
+    kept: Mapping[int, int],
+    anchored: _Solution,
+    fresh: _Solution,
+) -> float | None:
+    """A lower bound of every plan's objective when it proves that no move can be worth
+    it (:func:`_worth_moving` would say no to any churn-limited plan), else None.
+
+    ``fresh`` solved to optimality within MIP_REL_GAP bounds every plan below by
+    ``fresh.objective x (1 - MIP_REL_GAP)``; a move replaces at least one running
+    instance, paying at least SWITCH_HOURS of the cheapest running pool's price."""
+    if anchored.status != "optimal" or fresh.status != "optimal" or not kept:
+        return None
+    lower = fresh.objective * (1.0 - MIP_REL_GAP)
+    switch = SWITCH_HOURS * min(float(c.price[i]) for i in kept)
+    best = (anchored.objective - lower) * policy.horizon_hours - switch
+    if best > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours:
+        return None
+    return lower
 
 
 def _pct(old: float, new: float) -> float:

@@ -104,15 +104,17 @@ def load_policy(path: Path) -> model.Policy:
 
 
 def load_risk(name: str) -> risk_protocol.RiskModel:
-    """'advisor', 'bundled' (the XGBoost artifact) or a path to a model artifact."""
+    """'advisor', 'bundled' (the XGBoost spike model combined with the advisor band,
+    :mod:`spotfleet_engine.risk.combined`) or a path to an XGBoost artifact (combined
+    with the band the same way)."""
     if name == "advisor":
         return advisor_risk.AdvisorBandRisk()
-    from spotfleet_engine.risk import xgb
+    from spotfleet_engine.risk import combined, xgb
 
     if name == "bundled":
-        return xgb.load_bundled()
+        return combined.load_bundled()
     try:
-        return xgb.load(Path(name).read_text())
+        return combined.CombinedRisk(xgb.load(Path(name).read_text()))
     except OSError as exc:
         raise UsageError(f"cannot read risk model {name}: {exc}") from exc
 

@@ -13,8 +13,7 @@ import kopf
 import prometheus_client
 
 from spotfleet_engine import model
-from spotfleet_engine import risk as risk_mod
-from spotfleet_engine.risk import advisor
+from spotfleet_engine.risk import advisor, combined, xgb
 from spotfleet_engine.risk import protocol as risk_protocol
 from spotfleet_operator import config, kube, metrics, reconcile
 from spotfleet_operator import store as store_mod
@@ -27,17 +26,15 @@ MEMO_KUBE = "spotfleet_kube"
 
 
 def load_risk(name: str) -> risk_protocol.RiskModel:
-    """'advisor' -> the advisor-band model; 'bundled' -> the bundled XGBoost artifact;
-    anything else -> a path to an artifact. Falls back to nothing silently: a model
-    that cannot load is a start-up error."""
+    """'advisor' -> the advisor-band model; 'bundled' -> the bundled XGBoost spike
+    model combined with the advisor band (:mod:`spotfleet_engine.risk.combined`);
+    anything else -> a path to an XGBoost artifact, combined with the band the same
+    way. No silent fallback: a model that cannot load is a start-up error."""
     if name == "advisor":
         return advisor.AdvisorBandRisk()
-    loader = getattr(risk_mod, "load_model", None) or getattr(risk_mod, "load_bundled", None)
-    if loader is None:
-        log.warning("no XGBoost risk model in this build; using the advisor-band model")
-        return advisor.AdvisorBandRisk()
-    model: risk_protocol.RiskModel = loader() if name == "bundled" else loader(Path(name))
-    return model
+    if name == "bundled":
+        return combined.load_bundled()
+    return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
 
 
 def configure_settings(settings: kopf.OperatorSettings, cfg: config.OperatorConfig) -> None:

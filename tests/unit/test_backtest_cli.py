@@ -117,7 +117,7 @@ def test_backtest_on_the_bundled_data(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((out / "backtest.json").read_text())
     assert doc["prices"][0].startswith("bundled:")
-    assert doc["risk_model"] == "xgboost-price-spike"
+    assert doc["risk_model"] == "combined(xgboost-price-spike+advisor-band)"
     assert [r["strategy"] for r in doc["strategies"]] == ["lowest-price", "spotfleet", "oracle"]
     assert all(r["cost"] > 0 for r in doc["strategies"])
     assert (out / "backtest.png").stat().st_size > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -134,7 +135,7 @@ def test_target_one_instance(cat: catalog.Catalog, snap: market.MarketSnapshot) 
     assert p.outcome == "Optimal"
     assert sum(p.targets.values()) == 1
     (pool,) = p.targets
-    # the cheapest eligible instance in the whole region (lowestCost counts risk x 1 h of OD)
+    # the cheapest eligible instance in the whole region (lowestCost: expected cost only)
     best = min(
         snap.spot_price(t, z) or 0.0
         for (t, z) in snap.spot_history
@@ -348,6 +349,28 @@ def test_hysteresis_keeps_fleet_when_saving_is_small(
     assert all(p.targets.get(pool, 0) >= n for pool, n in worse.items())
 
 
+def interruption_charge(
+    cat: catalog.Catalog, pol: model.Policy, instance_type: str, r: float
+) -> float:
+    """USD per instance-hour the planner adds for risk ``r`` over the risk model's horizon,
+    computed here independently: aversion x hourly hazard x (1 h of on-demand for lost
+    work and relaunch + 0.5 h of the missing units at 3 x the cheapest on-demand unit price)."""
+    units = {
+        t: it.units(pol.unit)
+        for t, it in cat.types.items()
+        if t in cat.on_demand_usd_per_hour
+        and it.units(pol.unit) > 0
+        and pol.requirements.matches(it)
+    }
+    ref = min(cat.on_demand_usd_per_hour[t] / u for t, u in units.items())
+    od = cat.on_demand_usd_per_hour[instance_type]
+    hazard = -math.log(1.0 - r) / RISK.horizon_hours
+    loss = planner.LOST_WORK_HOURS * od + (
+        planner.REPLACEMENT_GAP_HOURS * planner.SHORTFALL_MULTIPLE * ref * units[instance_type]
+    )
+    return planner.RISK_AVERSION[pol.objective] * hazard * loss
+
+
 def expected_cost(
     cat: catalog.Catalog,
     snap: market.MarketSnapshot,
@@ -357,12 +380,10 @@ def expected_cost(
     """The planner's objective for a given set of counts, computed here independently."""
     pools = sorted(counts)
     risks = RISK.interruption_probability(pools, snap, cat, NOW)
-    k = planner.REPLACEMENT_WEIGHT[pol.objective]
     total = 0.0
     for pool, r in zip(pools, risks, strict=True):
-        od = cat.on_demand_usd_per_hour[pool.instance_type]
         price = price_of(cat, snap, pool)
-        total += (price + r * k * od) * counts[pool]
+        total += (price + interruption_charge(cat, pol, pool.instance_type, r)) * counts[pool]
     return total
 
 

@@ -114,6 +114,28 @@ def price_of(cat: catalog.Catalog, snap: market.MarketSnapshot, pool: model.Pool
     return p
 
 
+def interruption_charge(
+    cat: catalog.Catalog, pol: model.Policy, instance_type: str, r: float
+) -> float:
+    """USD per instance-hour the planner adds for risk ``r`` over the risk model's horizon,
+    computed here independently: aversion x hourly hazard x (1 h of on-demand for lost
+    work and relaunch + 0.5 h of the missing units at 3 x the cheapest on-demand unit price)."""
+    units = {
+        t: it.units(pol.unit)
+        for t, it in cat.types.items()
+        if t in cat.on_demand_usd_per_hour
+        and it.units(pol.unit) > 0
+        and pol.requirements.matches(it)
+    }
+    ref = min(cat.on_demand_usd_per_hour[t] / u for t, u in units.items())
+    od = cat.on_demand_usd_per_hour[instance_type]
+    hazard = -math.log(1.0 - r) / RISK.horizon_hours
+    loss = planner.LOST_WORK_HOURS * od + (
+        planner.REPLACEMENT_GAP_HOURS * planner.SHORTFALL_MULTIPLE * ref * units[instance_type]
+    )
+    return planner.RISK_AVERSION[pol.objective] * hazard * loss
+
+
 def expected_cost(
     cat: catalog.Catalog,
     snap: market.MarketSnapshot,
@@ -122,9 +144,8 @@ def expected_cost(
 ) -> float:
     pools = sorted(counts)
     risks = RISK.interruption_probability(pools, snap, cat, NOW)
-    k = planner.REPLACEMENT_WEIGHT[pol.objective]
     return sum(
-        (price_of(cat, snap, p) + r * k * cat.on_demand_usd_per_hour[p.instance_type]) * counts[p]
+        (price_of(cat, snap, p) + interruption_charge(cat, pol, p.instance_type, r)) * counts[p]
         for p, r in zip(pools, risks, strict=True)
     )
 
@@ -288,3 +309,44 @@ def test_hysteresis_never_moves_for_a_small_saving(data: st.DataObject) -> None:
         assert p.expected_cost_per_hour < before * (1 - pol.min_savings_pct / 100.0) + 1e-12
     else:
         assert all(t.reason == "scale-in" for t in p.terminations)
+
+
+@given(data=st.data())
+@SETTINGS
+def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> None:
+    """``Options(fast_path=True)`` (the default) skips the anchored MILP when the running
+    fleet is feasible on its own and the churn-limited MILP when no move can pass
+    minSavingsPercent; the plan (targets, launches, terminations, outcome) must be the
+    one solving all three gives, for random fleets and for a fleet that ran the last
+    plan while the market moved."""
+    cat, snap = data.draw(worlds())
+    pol = data.draw(policies(cat))
+    full = planner.Options(fast_path=False)
+    if data.draw(st.booleans()):
+        fleet = data.draw(fleets(cat, snap))
+    else:
+        first = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+        fleet = model.Fleet(
+            tuple(
+                model.FleetInstance(f"i-{pool.key()}-{k}", pool, NOW - timedelta(hours=k + 1))
+                for pool, n in sorted(first.targets.items())
+                for k in range(n)
+            ),
+            data.draw(st.integers(0, 3)),
+        )
+        rng = random.Random(data.draw(st.integers(0, 2**32 - 1)))
+        snap = replace(
+            snap,
+            spot_history={
+                key: (market.PricePoint(NOW, round(h[-1].price * rng.uniform(0.5, 1.2), 4)),)
+                for key, h in sorted(snap.spot_history.items())
+            },
+        )
+    fast = planner.decide(pol, cat, snap, fleet, RISK, NOW)
+    slow = planner.decide(pol, cat, snap, fleet, RISK, NOW, options=full)
+    event(f"fast path: {fast.outcome}, fleet {bool(fleet.instances)}")
+    assert fast.outcome == slow.outcome
+    assert fast.targets == slow.targets
+    assert fast.launches == slow.launches
+    assert fast.terminations == slow.terminations
+    assert fast.binding_constraint == slow.binding_constraint
