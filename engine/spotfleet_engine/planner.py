@@ -51,6 +51,11 @@ kept plan's expected cost over the horizon after paying
 :data:`SWITCH_HOURS` hours of price per replaced instance. Instances in pools
 that are no longer eligible are always replaced (reason ``not-eligible``).
 Running instances are costed at the market price of their pool.
+
+Fast paths (exact, ``Options.fast_path``): a running fleet that meets every
+constraint on its own is the kept plan without a MILP, and the churn-limited
+MILP is skipped when the fresh optimum proves no move can pass
+``minSavingsPercent`` (see :func:`_kept_if_feasible`, :func:`_move_bound`).
 """
 
 from __future__ import annotations
