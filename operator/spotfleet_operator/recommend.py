@@ -91,15 +91,17 @@ def load_manifest(path: Path) -> api.ParsedPolicy:
 
 
 def load_risk(name: str, horizon_hours: float) -> risk_protocol.RiskModel:
-    """'advisor' (advisor band, the default), 'bundled' (bundled XGBoost artifact) or a path."""
+    """'advisor' (advisor band, the default), 'bundled' (the bundled XGBoost spike model
+    combined with the advisor band, as the operator uses it) or an artifact path
+    (combined the same way)."""
     if name == "advisor":
         return advisor_risk.AdvisorBandRisk(horizon_hours=horizon_hours)
-    from spotfleet_engine.risk import xgb
+    from spotfleet_engine.risk import combined, xgb
 
     try:
         if name == "bundled":
-            return xgb.load_bundled()
-        return xgb.load(Path(name).read_text(encoding="utf-8"))
+            return combined.load_bundled()
+        return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise RecommendError(f"cannot load risk model {name!r}: {exc}") from exc
 

@@ -102,6 +102,13 @@ def test_plain_moto_shows_the_gap_the_layer_closes(_moto_server_process: MotoSer
     while not moto_failures(_moto_server_process.stderr_since(offset)):
         assert time.monotonic() < deadline, "moto's stderr never showed the failed call"
         time.sleep(0.05)
+    # moto writes the access-log line first and the traceback a moment later: let its
+    # stderr settle, so the delayed traceback is not blamed on the next test
+    settled, size = time.monotonic(), _moto_server_process.stderr_size()
+    while time.monotonic() - settled < 1.0:
+        time.sleep(0.1)
+        if _moto_server_process.stderr_size() != size:
+            settled, size = time.monotonic(), _moto_server_process.stderr_size()
     failures = moto_failures(_moto_server_process.stderr_since(offset))
     # exactly the one failed request (its access-log line; the traceback is not always printed)
     assert (
