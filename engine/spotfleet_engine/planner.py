@@ -32,8 +32,9 @@ The MILP chooses integer counts ``x_i`` minimising ``sum c_i x_i`` subject to
 - per pool ``w_i x_i <= share x C`` (``maxPoolSharePercent`` of planned capacity);
 - at least ``minPools`` distinct pools hold capacity;
 - ``sum p_i x_i <= budgetPerHour``;
-- spot pools priced above ``maxSpotPricePerUnitHour x w_i`` are not eligible,
-  nor are pools the market marks unavailable.
+- spot pools priced above ``maxSpotPricePerUnitHour x w_i`` are not eligible;
+  pools the market marks unavailable (out of capacity) get no new instances, but
+  instances already running in them are kept (at most their current count).
 
 Pruning (exact by exchange, see :func:`_prune`): pools are grouped by
 (market, weight); within a group any pool that at least ``k`` others beat on
@@ -63,7 +64,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +136,9 @@ class _Pools:
     risk: F64
     cost: F64  # expected USD per hour, see module doc
     why_out: list[str | None]  # None: eligible; else why not
+    #: candidate index -> most instances the plan may hold there (pools out of
+    #: capacity keep what already runs in them but get no new instances)
+    max_count: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,9 +219,12 @@ def _enumerate(
             )
     if market.unavailable:
         for i, p in enumerate(pools):
-            if p in market.unavailable:
-                why[i] = "marked unavailable (insufficient capacity)"
+            if p in market.unavailable and why[i] is None:
+                why[i] = UNAVAILABLE
     return _Pools(pools, w, price, od, is_od, r, cost, why)
+
+
+UNAVAILABLE = "marked unavailable (insufficient capacity)"
 
 
 def hourly_hazard(r: F64, horizon_hours: float) -> F64:
@@ -448,6 +455,9 @@ def _solve_once(
         ub[ix_z] = target
         big = 2.0 * float(np.max(cost / w)) + 1.0
         obj[ix_z] = -big
+    for i, most in c.max_count.items():
+        if i in pos:
+            ub[pos[i]] = min(ub[pos[i]], float(most))
     if churn is None:
         for j, cnt in anchor_pos:
             lb[j] = cnt
@@ -552,7 +562,6 @@ def decide(
         return _infeasible(policy, fleet, "policy invalid: " + "; ".join(problems))
     c = _enumerate(policy, catalog, market, risk, now)
     index = {p: i for i, p in enumerate(c.pools)} if fleet.instances else {}
-    elig = np.asarray([i for i, why in enumerate(c.why_out) if why is None], dtype=np.int64)
     stats_total = len(c.pools)
 
     # running fleet: eligible instances are kept candidates; the rest are replaced
@@ -561,10 +570,15 @@ def decide(
     not_eligible: list[model.FleetInstance] = []
     for pool in sorted(by_pool):
         i = index.get(pool)
+        if i is not None and c.why_out[i] == UNAVAILABLE:
+            # out of capacity means no NEW instances: what runs there stays eligible
+            c.why_out[i] = None
+            c.max_count[i] = len(by_pool[pool])
         if i is None or c.why_out[i] is not None:
             not_eligible.extend(by_pool[pool])
         else:
             running[i] = _newest_first(by_pool[pool])
+    elig = np.asarray([i for i, why in enumerate(c.why_out) if why is None], dtype=np.int64)
     od_b = _od_bounds(policy, c, elig)
 
     scaled = _scale_in(policy, c, running, od_b)

@@ -305,6 +305,36 @@ def test_unavailable_pool_is_avoided(cat: catalog.Catalog, snap: market.MarketSn
     assert second.outcome == "Optimal"
 
 
+def test_running_instances_in_an_unavailable_pool_are_kept_but_not_grown(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """Out of capacity means no NEW instances there: what already runs is kept (it was
+    a bug to terminate a healthy fleet as not-eligible after one capacity error)."""
+    pol = policy(target=16, unit=model.CapacityUnit.INSTANCES, max_pool_share_pct=100)
+    first = decide(pol, cat, snap)
+    (best,) = first.targets
+    dry = market.MarketSnapshot(
+        region=snap.region,
+        observed_at=snap.observed_at,
+        spot_history=snap.spot_history,
+        advisor=snap.advisor,
+        unavailable=frozenset({best}),
+    )
+    same = decide(pol, cat, dry, fleet_of({best: 16}))
+    assert same.terminations == () and same.launches == ()
+    assert same.targets == {best: 16}
+    bigger = decide(
+        policy(target=24, unit=model.CapacityUnit.INSTANCES, max_pool_share_pct=100),
+        cat,
+        dry,
+        fleet_of({best: 16}),
+    )
+    assert bigger.targets[best] == 16  # kept, never grown
+    assert all(a.pool != best for a in bigger.launches)
+    assert sum(bigger.targets.values()) >= 24
+    assert bigger.terminations == ()
+
+
 # --------------------------------------------------------------------------
 # running fleets: NoChange, hysteresis, churn limit, scale-in, not-eligible
 # --------------------------------------------------------------------------

@@ -156,6 +156,7 @@ def violations(
     pol: model.Policy,
     counts: Mapping[model.Pool, int],
     floor: float | None = None,
+    running: Mapping[model.Pool, int] | None = None,
 ) -> list[str]:
     """Every policy constraint ``counts`` breaks (empty: a valid plan)."""
     out: list[str] = []
@@ -168,7 +169,8 @@ def violations(
             continue
         if pol.zones and pool.zone not in pol.zones:
             out.append(f"{pool.key()} outside zones")
-        if pool in snap.unavailable:
+        if pool in snap.unavailable and n > (running or {}).get(pool, 0):
+            # out of capacity: no NEW instances (what already runs there may stay)
             out.append(f"{pool.key()} unavailable")
         if pool.market is model.Market.SPOT:
             price = snap.spot_price(pool.instance_type, pool.zone)
@@ -237,7 +239,7 @@ def test_every_constraint_holds_in_every_plan(data: st.DataObject) -> None:
         assert dict(p.targets) == fleet.count_by_pool()
         return
     floor = pol.min_capacity if p.outcome == "Degraded" else None
-    assert violations(cat, snap, pol, p.targets, floor) == []
+    assert violations(cat, snap, pol, p.targets, floor, fleet.count_by_pool()) == []
     check_actions(fleet, pol, p)
     cap = sum(cat.types[pl.instance_type].units(pol.unit) * n for pl, n in p.targets.items())
     assert math.isclose(p.capacity, cap, rel_tol=1e-9, abs_tol=1e-9)
