@@ -8,12 +8,9 @@ committed page differs.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
-from spotfleet_operator.api import crdgen, names, schema
+from spotfleet_operator.api import crdgen, generated, names, schema
 
 
 def _cell(text: str) -> str:
@@ -125,15 +122,7 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the page to ``--out`` or stdout."""
-    parser = argparse.ArgumentParser(prog="python -m spotfleet_operator.api.docgen")
-    parser.add_argument("--out", type=Path, help="write here instead of stdout")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.write_text(text, encoding="utf-8")
-    return 0
+    return generated.main("python -m spotfleet_operator.api.docgen", render, argv)
 
 
 if __name__ == "__main__":
