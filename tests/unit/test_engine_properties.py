@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from spotfleet_engine import catalog, market, model, plan, planner
 from spotfleet_engine.risk import advisor
+from tests.unit.test_engine_planner import interruption_charge
 
 NOW = datetime(2021, 4, 15, tzinfo=UTC)
 RISK = advisor.AdvisorBandRisk()
@@ -112,28 +113,6 @@ def price_of(cat: catalog.Catalog, snap: market.MarketSnapshot, pool: model.Pool
     p = snap.spot_price(pool.instance_type, pool.zone)
     assert p is not None
     return p
-
-
-def interruption_charge(
-    cat: catalog.Catalog, pol: model.Policy, instance_type: str, r: float
-) -> float:
-    """USD per instance-hour the planner adds for risk ``r`` over the risk model's horizon,
-    computed here independently: aversion x hourly hazard x (1 h of on-demand for lost
-    work and relaunch + 0.5 h of the missing units at 3 x the cheapest on-demand unit price)."""
-    units = {
-        t: it.units(pol.unit)
-        for t, it in cat.types.items()
-        if t in cat.on_demand_usd_per_hour
-        and it.units(pol.unit) > 0
-        and pol.requirements.matches(it)
-    }
-    ref = min(cat.on_demand_usd_per_hour[t] / u for t, u in units.items())
-    od = cat.on_demand_usd_per_hour[instance_type]
-    hazard = -math.log(1.0 - r) / RISK.horizon_hours
-    loss = planner.LOST_WORK_HOURS * od + (
-        planner.REPLACEMENT_GAP_HOURS * planner.SHORTFALL_MULTIPLE * ref * units[instance_type]
-    )
-    return planner.RISK_AVERSION[pol.objective] * hazard * loss
 
 
 def expected_cost(
