@@ -15,6 +15,7 @@ from spotfleet_engine.risk import advisor
 from spotfleet_operator import config, metrics, reconcile
 from spotfleet_operator.aws import ec2, errors
 from tests.component.fake_ec2 import FakeEc2
+from tests.fixtures.operator import base_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MARKET_TIME = dt.datetime(2021, 5, 20, 12, tzinfo=dt.UTC)
@@ -38,21 +39,7 @@ KEYS = {
 
 
 def policy(spec_overrides: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "region": "us-east-1",
-        "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
-        "capacity": {"target": 32, "unit": "vcpu"},
-        "onDemand": {"base": 4, "percentageAboveBase": 0},
-        "instanceRequirements": {
-            "vcpu": {"min": 2, "max": 8},
-            "architectures": ["x86_64"],
-            "burstable": "exclude",
-            "currentGenerationOnly": True,
-        },
-        "strategy": {"objective": "balanced", "diversification": {"minPools": 2}},
-        "launch": {"imageId": "ami-0123456789abcdef0"},
-        "credentials": {"secretRef": {"name": "aws"}},
-    }
+    spec = base_spec()
     for k, v in (spec_overrides or {}).items():
         spec[k] = v
     return {

@@ -19,6 +19,7 @@ from spotfleet_sim import client as sim_client
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import (
     OperatorProcess,
+    base_spec,
     ec2_instances,
     get_json,
     start_operator,
@@ -79,21 +80,7 @@ def secret(ns: str, name: str = "aws", data: dict[str, str] | None = None) -> st
 
 
 def policy(ns: str, name: str = "web", **spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "region": "us-east-1",
-        "availabilityZones": ["us-east-1a", "us-east-1b", "us-east-1c"],
-        "capacity": {"target": 32, "unit": "vcpu"},
-        "onDemand": {"base": 4, "percentageAboveBase": 0},
-        "instanceRequirements": {
-            "vcpu": {"min": 2, "max": 8},
-            "architectures": ["x86_64"],
-            "burstable": "exclude",
-            "currentGenerationOnly": True,
-        },
-        "strategy": {"objective": "balanced", "diversification": {"minPools": 2}},
-        "launch": {"imageId": "ami-0123456789abcdef0"},
-        "credentials": {"secretRef": {"name": "aws"}},
-    }
+    base = base_spec()
     base.update(spec)
     return {
         "apiVersion": "spotfleet.dev/v1alpha1",
@@ -101,6 +88,12 @@ def policy(ns: str, name: str = "web", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": ns},
         "spec": base,
     }
+
+
+def set_target(cluster: localcluster.LocalCluster, ns: str, target: int) -> None:
+    """kubectl patch the policy ``web``'s capacity target (a new generation)."""
+    patch = json.dumps({"spec": {"capacity": {"target": target}}})
+    cluster.kubectl("patch", "spol", "web", "-n", ns, "--type=merge", "-p", patch)
 
 
 def apply(cluster: localcluster.LocalCluster, obj: dict[str, Any] | str) -> None:
@@ -188,30 +181,12 @@ def test_scale_up_and_down_follows_and_keeps_base(
     apply(k, secret(namespace))
     apply(k, policy(namespace))
     uid = wait_for(ready(k, namespace, "web"), "Ready", op=running_operator)["metadata"]["uid"]
-    k.kubectl(
-        "patch",
-        "spol",
-        "web",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"capacity":{"target":64}}}',
-    )
+    set_target(k, namespace, 64)
     wait_for(ready(k, namespace, "web", 2), "Ready at generation 2", op=running_operator)
     inst = ec2_instances(stand_in, uid)
     assert vcpus(inst) >= 64 and vcpus(inst, "on-demand") >= 4
     before = {i["InstanceId"]: i for i in inst}
-    k.kubectl(
-        "patch",
-        "spol",
-        "web",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"capacity":{"target":16}}}',
-    )
+    set_target(k, namespace, 16)
     wait_for(ready(k, namespace, "web", 3), "Ready at generation 3", op=running_operator)
     inst = ec2_instances(stand_in, uid)
     assert 16 <= vcpus(inst) < 64 and vcpus(inst, "on-demand") >= 4
@@ -238,16 +213,7 @@ def test_unavailable_pool_is_routed_around_and_retried_later(
     pool = sim_client.Pool(main["instanceType"], main["zone"], "spot")
     stand_in.client.mark_unavailable(pool)
     try:
-        k.kubectl(
-            "patch",
-            "spol",
-            "web",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"spec":{"capacity":{"target":96}}}',
-        )
+        set_target(k, namespace, 96)
         wait_for(
             ready(k, namespace, "web", 2),
             "Ready after routing around",
