@@ -58,11 +58,17 @@ def evaluate(
     report: Path = typer.Option(Path("risk_report.json"), "--report", help="JSON report path"),
     png: Path = typer.Option(Path("risk_report.png"), "--png", help="ROC + calibration PNG"),
     nthread: int = typer.Option(2),
+    preemption: bool = typer.Option(
+        True, help="also score the bundled SkyPilot/Bamboo preemption traces"
+    ),
+    preemption_horizon: float = typer.Option(24.0, help="SkyPilot preemption horizon, hours"),
 ) -> None:
     """Score the model and its baselines (AUC, AP, Brier, calibration) on price history."""
     from spotfleet_operator import risk_cli
 
-    risk_cli.evaluate_command(model, prices, advisor, report, png, nthread)
+    risk_cli.evaluate_command(
+        model, prices, advisor, report, png, nthread, preemption, preemption_horizon
+    )
 
 
 @app.command()

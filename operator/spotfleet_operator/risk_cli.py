@@ -302,6 +302,8 @@ def evaluate_command(
     report: Path,
     png: Path | None,
     nthread: int = 2,
+    preemption: bool = True,
+    preemption_horizon_h: float = 24.0,
 ) -> dict[str, Any]:
     """``spotfleet evaluate``: model vs baselines on each price source, JSON report + PNG.
 
@@ -372,12 +374,118 @@ def evaluate_command(
             _print_table(console, f"{name} — {src['window']}", src["results"])
         else:
             console.print(f"{name}: no positive rows, nothing to score")
+    if preemption:  # the SkyPilot/Bamboo traces (``--no-preemption`` skips them)
+        out["preemption_traces"] = evaluate_preemption_traces(
+            model, adv_paths, console, preemption_horizon_h
+        )
     report.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     console.print(f"wrote {report}")
     if png is not None and curves:
         plot_curves(curves, png)
         console.print(f"wrote {png}")
     return out
+
+
+def evaluate_preemption_traces(
+    model: Any,
+    advisor_paths: Sequence[Path],
+    console: Any,
+    horizon_h: float = 24.0,
+    bamboo_horizon_h: float = 1.0,
+) -> dict[str, Any]:
+    """The bundled SkyPilot and Bamboo preemption traces: the spike model (static
+    features only), the advisor band, the trailing-preemption signals and a logistic
+    regression, each trace split by time (earlier half fits, later half scores); see
+    :mod:`spotfleet_engine.risk.preemption` and docs/risk.md "Preemption traces".
+
+    SkyPilot rows every hour at ``horizon_h`` and at 1 h; Bamboo rows every 10 min
+    at ``bamboo_horizon_h`` (its traces last 11-89 h). Prints one table, returns the
+    report section (``{"skipped": reason}`` when the bundled traces are absent)."""
+    from rich.table import Table
+
+    from spotfleet_engine import catalog
+    from spotfleet_engine.risk import preemption
+
+    names = {
+        "sky_index": BUNDLED_SKYPILOT_INDEX,
+        "sky_segments": BUNDLED_SKYPILOT_SEGMENTS,
+        "bamboo_counts": "bamboo_spot_instance_count_steps_2020-11.csv.gz",
+        "bamboo_events": "bamboo_spot_cluster_events_p3_g4dn.csv.gz",
+    }
+    paths = {k: bundled_path(v) for k, v in names.items()}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        console.print(f"preemption traces: {', '.join(missing)} not bundled, skipped")
+        return {"skipped": f"missing {', '.join(missing)}"}
+    sky = [
+        preemption.skypilot_trace(row, tick, value)
+        for row, tick, value in load_skypilot_traces(paths["sky_index"], paths["sky_segments"])
+    ]
+    bamboo = preemption.bamboo_count_traces(_csv_rows(paths["bamboo_counts"]))
+    bamboo += preemption.bamboo_cluster_traces(_csv_rows(paths["bamboo_events"]))
+    regions = sorted({tr.region for tr in sky + bamboo})
+    snapshots = {r: load_advisor(advisor_paths, r) for r in regions}
+    catalogs = {r: catalog.load_bundled(r) for r in regions}
+
+    def advisor_for(traces: Sequence[preemption.Trace]) -> dict[str, Any]:
+        # the snapshot in force at the traces' earliest start date; none (Bamboo's
+        # 2020 and undated traces): the earliest snapshot
+        starts = [hours_of(tr.start_date) for tr in traces if tr.start_date]
+        t0 = min(starts) if starts else -np.inf
+        out: dict[str, Any] = {}
+        for r, snaps in snapshots.items():
+            snap = dataset.advisor_in_force(snaps, t0)
+            out[r] = snap or (snaps[min(snaps)] if snaps else {})
+        return out
+
+    settings = [
+        ("SkyPilot", sky, horizon_h, 1.0),
+        ("SkyPilot", sky, 1.0, 1.0),
+        ("Bamboo", bamboo, bamboo_horizon_h, 1.0 / 6.0),
+    ]
+    report: dict[str, Any] = {"train_fraction": 0.5, "sources": {}}
+    short = {
+        "xgboost_static_only": "xgboost (static only)",
+        "advisor_band": "advisor band",
+        "trailing_preemptions_24h": "preemptions 24 h",
+        "hours_since_last_preemption": "h since last",
+        "logistic_regression": "logistic",
+    }
+    seen: set[tuple[str, float]] = set()
+    for source, traces, horizon, step in settings:
+        if (source, horizon) in seen:
+            continue
+        seen.add((source, horizon))
+        adv = advisor_for(traces)
+        rows = preemption.build_rows(traces, adv, horizon, step, train_fraction=0.5)
+        static = preemption.static_model_rows(traces, catalogs, adv)
+        res = preemption.evaluate_source(traces, rows, model, static, horizon)
+        res.update(horizon_hours=horizon, step_hours=step)
+        report["sources"][f"{source.lower()}_{horizon:g}h"] = res
+        title = (
+            f"{source} preemption within {horizon:g} h — later half of {len(traces)} traces "
+            f"({res['train_rows']:,} earlier rows fit the baselines)"
+        )
+        if not res["results"]:
+            console.print(
+                f"{title}: {res['rows']:,} rows, {res['positives']:,} positive, nothing to rank"
+            )
+            continue
+        table = Table(title=title)
+        for col in ("model", "AUC", "AP", "Brier", "base rate", "rows", "pos."):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for name, m in res["results"].items():
+            table.add_row(
+                short.get(name, name),
+                f"{m['auc']:.4f}",
+                f"{m['average_precision']:.4f}",
+                f"{m['brier']:.4f}",
+                f"{100 * m['base_rate']:.1f} %",
+                f"{m['rows']:,}",
+                f"{m['positives']:,}",
+            )
+        console.print(table)
+    return report
 
 
 def plot_curves(curves: dict[str, dict[str, tuple[Any, Any]]], png: Path) -> None:

@@ -86,3 +86,11 @@ def preemption_labels(
     cnt = cum[hi] - cum[np.arange(n) + 1]
     rows = (value == 0) & (tick_s + horizon_s <= tick_s[-1] if n else np.zeros(0, bool))
     return rows, (cnt > 0).astype(np.float64)
+
+
+def drop_labels(drop_h: F64, t: F64, horizon_h: float) -> F64:
+    """1.0 when a preemption time of ``drop_h`` (sorted, hours) lies in (t, t + horizon],
+    else 0.0: the label of a preemption-trace row (see :mod:`.preemption`)."""
+    lo = np.searchsorted(drop_h, t, side="right")
+    hi = np.searchsorted(drop_h, np.asarray(t, dtype=np.float64) + horizon_h, side="right")
+    return (hi > lo).astype(np.float64)
