@@ -399,8 +399,9 @@ def evaluate_preemption_traces(
     :mod:`spotfleet_engine.risk.preemption` and docs/risk.md "Preemption traces".
 
     SkyPilot rows every hour at ``horizon_h`` and at 1 h; Bamboo rows every 10 min
-    at ``bamboo_horizon_h`` (its traces last 11-89 h). Prints one table, returns the
-    report section (``{"skipped": reason}`` when the bundled traces are absent)."""
+    at ``bamboo_horizon_h`` (its traces last 11-89 h). Prints a table per source and
+    horizon; returns the report section (``{"skipped": reason}`` when the bundled
+    traces are absent)."""
     from rich.table import Table
 
     from spotfleet_engine import catalog
