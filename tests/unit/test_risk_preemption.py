@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +203,16 @@ def test_evaluation_on_the_bundled_traces() -> None:
     # the trace's own past ranks preemptions; the advisor band cannot (one band per type)
     sky = report["sources"]["skypilot_24h"]["results"]
     assert sky["hours_since_last_preemption"]["auc"] > sky["advisor_band"]["auc"] + 0.2
+
+
+def test_evaluate_command_adds_the_traces_unless_told_not_to(tmp_path: Path) -> None:
+    prices = [risk_cli.bundled_path(risk_cli.BUNDLED_PRICES_2023)]  # small: a fast run
+    with_traces = risk_cli.evaluate_command(None, prices, None, tmp_path / "a.json", None, 1)
+    doc = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
+    assert doc["preemption_traces"] == with_traces["preemption_traces"]
+    assert doc["preemption_traces"]["sources"]["skypilot_24h"]["positives"] > 0
+    without = risk_cli.evaluate_command(
+        None, prices, None, tmp_path / "b.json", None, 1, preemption=False
+    )
+    assert "preemption_traces" not in without
+    assert "preemption_traces" not in json.loads((tmp_path / "b.json").read_text("utf-8"))
