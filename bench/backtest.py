@@ -153,8 +153,47 @@ def seeds(policy_name: str, seed_list: list[int], days: float | None) -> int:
             }
             for r in report.rows(res)
         } | {"goals": goals(res)}
+    out["mean"] = seed_means(out["seeds"])
     print(json.dumps(out, separators=(",", ":")))
     return 0
+
+
+def seed_means(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Per strategy, the mean penalised cost and interruptions over the seeds, and the
+    goals read on those means (the expectation the single standard seed samples once)."""
+    names = [n for n in next(iter(per_seed.values())) if n != "goals"]
+    n = len(per_seed)
+    mean = {
+        name: {
+            key: round(sum(s[name][key] for s in per_seed.values()) / n, 2)
+            for key in ("penalised_cost", "interruptions")
+        }
+        for name in names
+    }
+    aws = ["lowest-price", "capacity-optimized", "price-capacity-optimized", "diversified"]
+    sf = mean["spotfleet"]
+    mean["goals"] = {
+        "seeds": n,
+        "penalised_below_every_aws_baseline": all(
+            sf["penalised_cost"] < mean[a]["penalised_cost"] for a in aws
+        ),
+        "interruptions_le_co_plus_10pct": sf["interruptions"]
+        <= 1.10 * mean["capacity-optimized"]["interruptions"],
+        "seeds_spotfleet_interruptions_le_co_plus_10pct": sum(
+            s["spotfleet"]["interruptions"] <= 1.10 * s["capacity-optimized"]["interruptions"]
+            for s in per_seed.values()
+        ),
+    }
+    print(
+        f"mean over {n} seeds (penalised $ / interruptions): "
+        + ", ".join(
+            f"{k} {v['penalised_cost']:.2f} / {v['interruptions']:.2f}"
+            for k, v in mean.items()
+            if k != "goals"
+        ),
+        flush=True,
+    )
+    return mean
 
 
 def main() -> int:
