@@ -1,6 +1,7 @@
 """The fast scoring path of the risk model, on the real bundled market and artifact:
-the compiled numpy forest equals xgboost, the flat snapshot conversion equals the
-training conversion, and the per-market cache never changes a number."""
+the compiled forest (numba kernel and numpy reference) equals xgboost, also on
+other tree shapes, the flat snapshot conversion equals the training conversion,
+and the per-market cache never changes a number."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+import xgboost
 
 from spotfleet_engine import catalog, market, model
 from spotfleet_engine.risk import features, forest, serving, xgb
 from spotfleet_operator import risk_cli
 
 NOW = datetime(2021, 5, 12, 6, tzinfo=UTC)
+F32 = npt.NDArray[np.float32]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +61,85 @@ def test_compiled_forest_equals_xgboost_on_real_rows(
     compiled = forest.compile_booster(risk.booster)
     assert compiled.n_trees == int(risk.artifact["n_trees"])
     want = np.asarray(risk.booster.inplace_predict(x, predict_type="margin"), np.float64)
-    got = compiled.margin(x).astype(np.float64)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(risk.calibrate(got), risk.predict_features(x), rtol=0, atol=1e-6)
+    for got in (
+        compiled.margin(x),  # the numba kernel, one thread
+        compiled.margin(x, threads=2),
+        compiled.margin(x[:1001]),  # a short last block
+        compiled.margin_numpy(x),
+    ):
+        np.testing.assert_allclose(got.astype(np.float64), want[: got.size], rtol=0, atol=1e-6)
+    # the model serves with the kernel, and its probabilities are xgboost's calibrated
+    assert risk.scorer == "forest" and risk.forest is not None
+    np.testing.assert_allclose(risk.predict_features(x), risk.calibrate(want), rtol=0, atol=1e-6)
     # the rows really exercise the trees: margins spread over several units
     assert float(np.ptp(want)) > 3.0
+
+
+def _train(params: dict[str, Any], rounds: int, seed: int) -> tuple[xgboost.Booster, F32]:
+    """A small booster on synthetic rows with missing values, and other rows to score."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(3000, 9)).astype(np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 2]) > 0.3).astype(
+        np.float32
+    )
+    booster = xgboost.train(
+        {"nthread": 1, "seed": seed, **params}, xgboost.DMatrix(x, label=y), rounds
+    )
+    rows = rng.normal(size=(777, 9)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    return booster, rows
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"objective": "binary:logistic", "max_depth": 2, "eta": 0.3},
+        {"objective": "binary:logistic", "max_depth": 9, "eta": 0.3, "base_score": 0.2},
+        {"objective": "binary:logitraw", "max_depth": 1},
+        {"objective": "reg:logistic", "grow_policy": "lossguide", "max_leaves": 11, "max_depth": 0},
+    ],
+)
+def test_compiled_forest_equals_xgboost_on_other_tree_shapes(params: dict[str, Any]) -> None:
+    """Any artifact, not only the bundled one: other depths (1, 2, 9), base scores,
+    objectives and lossguide trees; margins within 1e-6 of xgboost's, NaN included."""
+    booster, rows = _train(params, 40, seed=3)
+    compiled = forest.compile_checked(booster)
+    assert compiled is not None
+    want = np.asarray(booster.inplace_predict(rows, predict_type="margin"), np.float64)
+    assert float(np.ptp(want)) > 0.5
+    for got in (compiled.margin(rows), compiled.margin(rows, threads=2)):
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(compiled.margin_numpy(rows), want, rtol=0, atol=1e-6)
+
+
+def test_unsupported_boosters_are_left_to_xgboost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several outputs, dart and trees deeper than MAX_DEPTH do not compile; the model
+    then keeps xgboost's predictor (``compile_checked`` is None)."""
+    multi, _ = _train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, 3, 1)
+    dart, _ = _train({"objective": "binary:logistic", "booster": "dart", "max_depth": 2}, 3, 1)
+    deep, _ = _train({"objective": "binary:logistic", "max_depth": 3}, 3, 1)
+    assert forest.compile_booster(deep).depth == 3
+    monkeypatch.setattr(forest, "MAX_DEPTH", 2)
+    for booster in (multi, dart, deep):
+        with pytest.raises(ValueError):
+            forest.compile_booster(booster)
+        assert forest.compile_checked(booster) is None
+
+
+def test_a_model_whose_trees_do_not_compile_serves_with_xgboost(
+    risk: xgb.XGBoostRisk,
+    snap: market.MarketSnapshot,
+    cat: catalog.Catalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pools = _spot_pools(snap)[:200]
+    want = risk.interruption_probability(pools, snap, cat, NOW)
+    monkeypatch.setattr(forest, "MAX_DEPTH", 1)
+    fallback = xgb.load_bundled()
+    assert fallback.scorer == "xgboost" and fallback.forest is None
+    got = fallback.interruption_probability(pools, snap, cat, NOW)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
 def test_snapshot_events_equal_the_per_pool_conversion(snap: market.MarketSnapshot) -> None:

@@ -8,8 +8,10 @@ the only I/O here (``importlib.resources``).
 
 Scoring: features for every pool of the market snapshot are built at once
 (:mod:`spotfleet_engine.risk.serving`, the same rows as the training path),
-then one ``inplace_predict`` (one thread) on a float32 array gives the margins
-of the pools asked about; calibrated probability = sigmoid(a x margin + b).
+then the compiled trees (:mod:`spotfleet_engine.risk.forest`, a numba kernel,
+one thread; the same margins as xgboost's ``inplace_predict``, checked on probe
+rows at load, else xgboost's predictor) give the margins of the pools asked
+about on a float32 array; calibrated probability = sigmoid(a x margin + b).
 Features and probabilities are kept per (snapshot history, advisor, catalog,
 now) in a small LRU, so every later call on the same market is a lookup.
 Spot pools without :attr:`XGBoostRisk.min_history_hours` of history get the
@@ -36,7 +38,7 @@ from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
 from spotfleet_engine.risk import advisor as advisor_mod
-from spotfleet_engine.risk import features, serving
+from spotfleet_engine.risk import features, forest, serving
 
 ARTIFACT_FORMAT = "spotfleet-risk-model"
 ARTIFACT_VERSION = 1
@@ -114,6 +116,11 @@ class XGBoostRisk:
         self.cal_a = float(cal["a"])
         self.cal_b = float(cal["b"])
         self.booster = decode_booster(str(artifact["booster"]), nthread=nthread)
+        self.nthread = nthread
+        #: the compiled trees (numba kernel) when they reproduce xgboost's margins on
+        #: probe rows, else None (then xgboost's own predictor scores)
+        self.forest = forest.compile_checked(self.booster)
+        self.scorer = "xgboost" if self.forest is None else "forest"
         self._band_prob = [
             advisor_mod.band_probability(b, self.horizon_hours)
             for b in range(len(advisor_mod.BAND_MONTHLY_RATE))
@@ -131,7 +138,10 @@ class XGBoostRisk:
         """Calibrated probabilities for feature rows (float32, :data:`FEATURE_NAMES` columns)."""
         if x.shape[0] == 0:
             return np.zeros(0)
-        margin = np.asarray(self.booster.inplace_predict(x, predict_type="margin"), np.float64)
+        if self.forest is not None:
+            margin = self.forest.margin(x, threads=self.nthread).astype(np.float64)
+        else:
+            margin = np.asarray(self.booster.inplace_predict(x, predict_type="margin"), np.float64)
         return self.calibrate(margin)
 
     def calibrate(self, margin: F64) -> F64:
