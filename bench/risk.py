@@ -14,21 +14,30 @@ Markets (all at 2021-05-12 06:00 UTC, 7 days of history, bundled catalog):
   market (1,246 scored by the model, the rest get the advisor-band fallback).
 
 Per market, p50/p99 (wall clock, and CPU time of this process) of:
-``predict`` (features prebuilt: xgboost ``inplace_predict`` with one thread,
-and the compiled numpy forest, both calibrated) and the whole protocol call
+``predict`` (features prebuilt, calibrated probabilities): the model's own
+``predict_features`` (the compiled numba forest, one thread), the same kernel
+on two threads and without the Platt step, xgboost ``inplace_predict`` on one
+and on two threads, the numpy level-wise forest and a naive DMatrix + predict;
+and the whole protocol call
 ``interruption_probability(pools, market, catalog, now)``:
 ``warm`` (the same market again: the planner's second and later calls),
 ``cold`` (a market never seen, made of PricePoints seen before, as consecutive
 backtest hours are: features built and pools predicted; the per-catalog static
 table warm, as in a live process), ``cold_new_points`` (new PricePoint and
 datetime objects with values seen before, as an operator market refresh) and
-``first`` (every cache empty, nothing seen). Last line: one JSON object.
+``first`` (every cache empty, nothing seen). Also the model's load time (the
+kernel compiled or read from numba's cache, checked against xgboost).
+
+``--busy``: keep one other process spinning on a core for the whole run (the
+machine has 2), to measure with the other core busy. Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -98,6 +107,7 @@ def bench_market(
     name: str,
     risk: xgb.XGBoostRisk,
     compiled: forest.Forest,
+    booster2: xgboost.Booster,
     snap: market.MarketSnapshot,
     cat: catalog.Catalog,
     pools: list[model.Pool],
@@ -114,9 +124,28 @@ def bench_market(
     out["mean_probability"] = round(float(probs.mean()), 5)
     if predict:
         x = np.ascontiguousarray(x)
-        out["predict_xgboost"] = timed(lambda: risk.predict_features(x), 100)
+        want = np.asarray(risk.booster.inplace_predict(x, predict_type="margin"), np.float64)
+        diff = np.abs(compiled.margin(x).astype(np.float64) - want)
+        out["forest_max_abs_margin_diff"] = float(diff.max())
+        out["predict_forest"] = timed(lambda: risk.predict_features(x), 300)
+        out["predict_forest_2threads"] = timed(
+            lambda: risk.calibrate(compiled.margin(x, threads=2).astype(np.float64)), 300
+        )
+        out["forest_margin_only"] = timed(lambda: compiled.margin(x), 300)
+        out["predict_xgboost"] = timed(
+            lambda: risk.calibrate(
+                np.asarray(risk.booster.inplace_predict(x, predict_type="margin"), np.float64)
+            ),
+            100,
+        )
+        out["predict_xgboost_2threads"] = timed(
+            lambda: risk.calibrate(
+                np.asarray(booster2.inplace_predict(x, predict_type="margin"), np.float64)
+            ),
+            100,
+        )
         out["predict_numpy_forest"] = timed(
-            lambda: risk.calibrate(compiled.margin(x).astype(np.float64)), 30
+            lambda: risk.calibrate(compiled.margin_numpy(x).astype(np.float64)), 20
         )
         names = list(risk.artifact["features"])
         out["predict_dmatrix_naive"] = timed(
@@ -152,16 +181,38 @@ def bench_market(
         lambda: risk.interruption_probability(pools, snap, cat, NOW), 10, setup=risk.clear_cache
     )
     print(
-        f"{name}: {len(pools)} pools asked, predict xgboost p50 "
+        f"{name}: {len(pools)} pools asked, predict p50 forest "
+        f"{out.get('predict_forest', {}).get('p50_ms', '-')} ms / xgboost "
         f"{out.get('predict_xgboost', {}).get('p50_ms', '-')} ms, protocol warm p50 "
-        f"{out['protocol_warm']['p50_ms']} ms, cold p50 {out['protocol_cold']['p50_ms']} ms"
+        f"{out['protocol_warm']['p50_ms']} ms, cold p50 {out['protocol_cold']['p50_ms']} ms",
+        flush=True,
     )
     return out
 
 
+def spin() -> subprocess.Popen[bytes]:
+    """A process that keeps one core busy until killed (for ``--busy``)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def main() -> None:
+    busy = spin() if "--busy" in sys.argv[1:] else None
+    try:
+        run(busy is not None)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def run(busy: bool) -> None:
+    t0 = time.perf_counter()
     risk = xgb.load_bundled(nthread=1)
-    compiled = forest.compile_booster(risk.booster)
+    load_s = time.perf_counter() - t0
+    if risk.forest is None:
+        raise SystemExit("the bundled model did not compile: scoring with xgboost")
+    compiled = risk.forest
+    booster2 = xgb.decode_booster(str(risk.artifact["booster"]), nthread=2)
     hist = market.load_bundled_history()
     cat = catalog.load_bundled("us-east-1")
     real = market.snapshot_at(hist, NOW, lookback=timedelta(days=7))
@@ -175,30 +226,39 @@ def main() -> None:
         ("standin_3583", standin_market(real, cat, len(every))),
     ):
         pools = [p for p, _ in snap.spot_pools()]
-        markets[name] = bench_market(name, risk, compiled, snap, cat, pools)
+        markets[name] = bench_market(name, risk, compiled, booster2, snap, cat, pools)
     markets["catalog_on_real"] = bench_market(
-        "catalog_on_real", risk, compiled, real, cat, every, predict=False
+        "catalog_on_real", risk, compiled, booster2, real, cat, every, predict=False
     )
     main_m = markets["standin_2400"]
-    xgb_p50 = main_m["predict_xgboost"]["p50_ms"]
-    np_p50 = main_m["predict_numpy_forest"]["p50_ms"]
-    engine = "xgboost_inplace_nthread1" if xgb_p50 <= np_p50 else "numpy_forest"
-    pred = main_m["predict_xgboost" if xgb_p50 <= np_p50 else "predict_numpy_forest"]
+    pred = main_m["predict_forest"]  # what the model serves with
     out = {
         "bench": "risk_scoring",
         "trees": int(risk.artifact["n_trees"]),
+        "depth": compiled.depth,
         "features": len(risk.artifact["features"]),
+        "busy_spinner": busy,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "faster_engine": engine,
+        "scorer": risk.scorer,
+        "model_load_s": round(load_s, 3),
         "markets": markets,
         "pools": main_m["pools_asked"],
         "predict_p50_ms": pred["p50_ms"],
         "predict_p99_ms": pred["p99_ms"],
+        "predict_cpu_p50_ms": pred["cpu_p50_ms"],
+        "predict_2threads_p50_ms": main_m["predict_forest_2threads"]["p50_ms"],
+        "predict_xgboost_p50_ms": main_m["predict_xgboost"]["p50_ms"],
+        "predict_xgboost_2threads_p50_ms": main_m["predict_xgboost_2threads"]["p50_ms"],
+        "forest_max_abs_margin_diff": max(
+            m["forest_max_abs_margin_diff"] for m in markets.values() if "predict_forest" in m
+        ),
         "protocol_call_p50_ms": main_m["protocol_warm"]["p50_ms"],
         "protocol_call_p99_ms": main_m["protocol_warm"]["p99_ms"],
         "protocol_call_cold_p50_ms": main_m["protocol_cold"]["p50_ms"],
         "protocol_call_cold_p99_ms": main_m["protocol_cold"]["p99_ms"],
+        "protocol_call_cold_new_points_p50_ms": main_m["protocol_cold_new_points"]["p50_ms"],
+        "protocol_call_first_p50_ms": main_m["protocol_first"]["p50_ms"],
         "goal_ms": GOAL_MS,
         "meets_goal": main_m["protocol_warm"]["p50_ms"] < GOAL_MS,
         "meets_goal_cold": main_m["protocol_cold"]["p50_ms"] < GOAL_MS,
