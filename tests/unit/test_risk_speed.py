@@ -113,6 +113,18 @@ def test_compiled_forest_equals_xgboost_on_other_tree_shapes(params: dict[str, A
     np.testing.assert_allclose(compiled.margin_numpy(rows), want, rtol=0, atol=1e-6)
 
 
+def test_order_keys_order_like_float32() -> None:
+    """The kernel compares integer keys: same order as float32 ``>=`` on every pair of
+    special and random values (signed zeros equal, denormals, infinities)."""
+    tiny = np.float32(1e-45)
+    special = [0.0, -0.0, tiny, -tiny, 1.0, -1.0, np.inf, -np.inf, 3.4e38, -3.4e38, 0.5]
+    rng = np.random.default_rng(2)
+    v = np.concatenate([np.array(special, np.float32), rng.normal(size=300).astype(np.float32)])
+    k = forest.order_key(v)
+    assert (np.abs(k) <= 0x7F800000).all()
+    np.testing.assert_array_equal(k[:, None] >= k[None, :], v[:, None] >= v[None, :])
+
+
 def test_unsupported_boosters_are_left_to_xgboost(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several outputs, dart and trees deeper than MAX_DEPTH do not compile; the model
     then keeps xgboost's predictor (``compile_checked`` is None)."""

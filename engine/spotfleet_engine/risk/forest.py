@@ -8,21 +8,24 @@ slot below it), so a row's leaf in tree ``t`` is found by ``D`` steps of
 
 :meth:`Forest.margin` (what the model serves with) runs :func:`_margins`, a
 numba kernel: rows in blocks of :data:`BLOCK`, each block copied
-feature-major into a small buffer, then tree by tree, eight rows walked side by
-side (eight independent chains of loads, so the CPU overlaps them), leaf
-values added in float32 from the base margin in xgboost's order: the margins
-equal ``inplace_predict(predict_type="margin")`` bit for bit (tested in
-``tests/unit/test_risk_speed.py``). The depth reaches the kernel as the length
-of a tuple, so each depth is its own compiled specialisation with the depth a
-constant (25 % faster than a runtime depth). The kernel is cached on disk
-(numba ``cache=True``) when the package directory or numba's user cache is
-writable, otherwise compiled once per process (about 1.5 s).
-:meth:`Forest.margin_numpy` is the dependency-free level-wise numpy version
-(all rows x all trees, one gather per level), kept as a reference.
+feature-major into a small buffer of integer order keys (:func:`order_key`:
+``a >= b`` iff ``key(a) >= key(b)`` for float32, so the compare is an integer
+one and a node's column and threshold key share one int64 load), then tree by
+tree, eight rows walked side by side (eight independent chains of loads, so
+the CPU overlaps them), leaf values added in float32 from the base margin in
+xgboost's order: the margins equal ``inplace_predict(predict_type="margin")``
+bit for bit (tested in ``tests/unit/test_risk_speed.py``). The depth reaches
+the kernel as the length of a tuple, so each depth is its own compiled
+specialisation with the depth a constant (about 25 % faster than a runtime
+depth). The kernel is cached on disk (numba ``cache=True``) when the package
+directory or numba's user cache is writable, otherwise compiled once per
+process (1-4 s). :meth:`Forest.margin_numpy` is the dependency-free level-wise
+numpy version (all rows x all trees, one gather per level), kept as a reference.
 
 Missing values follow each node's default direction: a row is widened to
-``[x with NaN -> -inf | x with NaN -> +inf]`` and a node whose default is right
-reads the second half, so "go right iff value >= threshold" covers both.
+``[x with NaN -> -inf | x with NaN -> +inf]`` (in the kernel: keys below and
+above every float's) and a node whose default is right reads the second half,
+so "go right iff value >= threshold" covers both.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ BLOCK = 32
 #: Deepest ensemble compiled (a complete tree of depth 12 has 4,096 slots);
 #: deeper ones raise ValueError (serve with xgboost's predictor instead).
 MAX_DEPTH = 12
+#: Order keys of a missing value in a default-left / default-right column:
+#: below / above the key of every float32 (keys lie within +-0x7F800000).
+_KEY_MISSING_LEFT = -(2**31)
+_KEY_MISSING_RIGHT = 2**31 - 1
 
 
 def _jit(fn: Callable[..., Any], **options: Any) -> Any:
@@ -62,8 +69,7 @@ def _margins_py(
     x: Any,
     lo_row: int,
     hi_row: int,
-    col: Any,
-    thr: Any,
+    node: Any,
     leaf: Any,
     levels: tuple[int, ...],
     base: Any,
@@ -71,161 +77,154 @@ def _margins_py(
 ) -> None:
     """Margins of rows ``lo_row .. hi_row-1`` of ``x`` into ``out`` (same rows).
 
-    ``col``/``thr``: per tree slot, the widened column premultiplied by
-    :data:`BLOCK` and the float32 threshold; ``leaf``: per tree, the values of
-    its ``2**depth`` last-level slots; ``depth = len(levels)`` (a compile-time
-    constant per specialisation).
+    ``node``: per tree slot, the threshold's order key (:func:`order_key`) in
+    the high 32 bits and the widened column times :data:`BLOCK` in the low 32;
+    ``leaf``: per tree, the values of its ``2**depth`` last-level slots;
+    ``depth = len(levels)`` (a compile-time constant per specialisation).
+    Values are compared as order keys (integers), which is the float32 order.
     """
     depth = len(levels)
     width = 1 << depth
     nb = BLOCK
     nf = x.shape[1]
+    bits = x.view(np.int32)
     n_trees = leaf.shape[0] // width
-    w = np.empty(2 * nf * nb, np.float32)
+    w = np.empty(2 * nf * nb, np.int32)
     acc = np.empty(nb, np.float32)
     for r0 in range(lo_row, hi_row, nb):
         m = min(nb, hi_row - r0)
         for b in range(nb):
             r = r0 + b if b < m else r0  # a short last block repeats its first row
             for j in range(nf):
-                v = x[r, j]
-                if v != v:
-                    w[j * nb + b] = -np.inf
-                    w[(nf + j) * nb + b] = np.inf
+                v = np.int64(bits[r, j])
+                mag = v & 0x7FFFFFFF
+                if mag > 0x7F800000:  # NaN: below / above every key
+                    w[j * nb + b] = _KEY_MISSING_LEFT
+                    w[(nf + j) * nb + b] = _KEY_MISSING_RIGHT
                 else:
-                    w[j * nb + b] = v
-                    w[(nf + j) * nb + b] = v
+                    k = -mag if v < 0 else mag
+                    w[j * nb + b] = k
+                    w[(nf + j) * nb + b] = k
             acc[b] = base
         for t in range(n_trees):
             o = t * width
-            c = col[o + 1]
-            th = thr[o + 1]
+            root = node[o + 1]
+            th = root >> 32
             for b in range(0, nb, 8):
-                # level 0: one node for every row
-                p0 = 2 + (1 if w[c + b + 0] >= th else 0)
-                p1 = 2 + (1 if w[c + b + 1] >= th else 0)
-                p2 = 2 + (1 if w[c + b + 2] >= th else 0)
-                p3 = 2 + (1 if w[c + b + 3] >= th else 0)
-                p4 = 2 + (1 if w[c + b + 4] >= th else 0)
-                p5 = 2 + (1 if w[c + b + 5] >= th else 0)
-                p6 = 2 + (1 if w[c + b + 6] >= th else 0)
-                p7 = 2 + (1 if w[c + b + 7] >= th else 0)
+                c = (root & 0xFFFFFFFF) + b
+                # level 0: one node for every row; eight rows side by side
+                p0 = 2 + (1 if w[c + 0] >= th else 0)
+                p1 = 2 + (1 if w[c + 1] >= th else 0)
+                p2 = 2 + (1 if w[c + 2] >= th else 0)
+                p3 = 2 + (1 if w[c + 3] >= th else 0)
+                p4 = 2 + (1 if w[c + 4] >= th else 0)
+                p5 = 2 + (1 if w[c + 5] >= th else 0)
+                p6 = 2 + (1 if w[c + 6] >= th else 0)
+                p7 = 2 + (1 if w[c + 7] >= th else 0)
                 # levels 1-5 written out (depth is a constant: unused ones compile away)
                 if depth > 1:
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
                 if depth > 2:
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
                 if depth > 3:
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
                 if depth > 4:
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
                 if depth > 5:
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
                 for _ in range(6, depth):
-                    i0, i1, i2, i3, i4, i5, i6, i7 = (
-                        o + p0,
-                        o + p1,
-                        o + p2,
-                        o + p3,
-                        o + p4,
-                        o + p5,
-                        o + p6,
-                        o + p7,
-                    )
-                    p0 = 2 * p0 + (1 if w[col[i0] + b + 0] >= thr[i0] else 0)
-                    p1 = 2 * p1 + (1 if w[col[i1] + b + 1] >= thr[i1] else 0)
-                    p2 = 2 * p2 + (1 if w[col[i2] + b + 2] >= thr[i2] else 0)
-                    p3 = 2 * p3 + (1 if w[col[i3] + b + 3] >= thr[i3] else 0)
-                    p4 = 2 * p4 + (1 if w[col[i4] + b + 4] >= thr[i4] else 0)
-                    p5 = 2 * p5 + (1 if w[col[i5] + b + 5] >= thr[i5] else 0)
-                    p6 = 2 * p6 + (1 if w[col[i6] + b + 6] >= thr[i6] else 0)
-                    p7 = 2 * p7 + (1 if w[col[i7] + b + 7] >= thr[i7] else 0)
-                s = o - width  # leaf slot j of tree t is leaf[t * width + j], j = p - width
+                    n0 = node[o + p0]
+                    n1 = node[o + p1]
+                    n2 = node[o + p2]
+                    n3 = node[o + p3]
+                    n4 = node[o + p4]
+                    n5 = node[o + p5]
+                    n6 = node[o + p6]
+                    n7 = node[o + p7]
+                    p0 = 2 * p0 + (1 if w[(n0 & 0xFFFFFFFF) + b + 0] >= (n0 >> 32) else 0)
+                    p1 = 2 * p1 + (1 if w[(n1 & 0xFFFFFFFF) + b + 1] >= (n1 >> 32) else 0)
+                    p2 = 2 * p2 + (1 if w[(n2 & 0xFFFFFFFF) + b + 2] >= (n2 >> 32) else 0)
+                    p3 = 2 * p3 + (1 if w[(n3 & 0xFFFFFFFF) + b + 3] >= (n3 >> 32) else 0)
+                    p4 = 2 * p4 + (1 if w[(n4 & 0xFFFFFFFF) + b + 4] >= (n4 >> 32) else 0)
+                    p5 = 2 * p5 + (1 if w[(n5 & 0xFFFFFFFF) + b + 5] >= (n5 >> 32) else 0)
+                    p6 = 2 * p6 + (1 if w[(n6 & 0xFFFFFFFF) + b + 6] >= (n6 >> 32) else 0)
+                    p7 = 2 * p7 + (1 if w[(n7 & 0xFFFFFFFF) + b + 7] >= (n7 >> 32) else 0)
+                s = o - width  # leaf j (0 .. width-1) of tree t: leaf[t * width + j]
                 acc[b + 0] += leaf[s + p0]
                 acc[b + 1] += leaf[s + p1]
                 acc[b + 2] += leaf[s + p2]
@@ -256,10 +255,10 @@ class Forest:
 
     Per tree ``t`` and heap slot ``k`` in 1 .. 2**depth - 1 (flat index
     ``t * 2**depth + k``): ``col`` is the column of the widened input (see the
-    module docstring) times :data:`BLOCK`, ``thr`` the float32 threshold, and
-    ``node`` both packed into one int64 (``col // BLOCK`` | threshold bits, for
-    :meth:`margin_numpy`); ``leaf[t * 2**depth + j]`` is the value of the
-    ``j``-th slot of the last level.
+    module docstring), ``thr`` the float32 threshold (+inf in padding slots);
+    ``node`` packs both for the kernel (:func:`_margins_py`) and ``packed`` for
+    :meth:`margin_numpy` (int32 column | float32 threshold bits);
+    ``leaf[t * 2**depth + j]`` is the value of the ``j``-th slot of the last level.
     """
 
     n_features: int
@@ -269,6 +268,7 @@ class Forest:
     col: I64
     thr: F32
     node: I64
+    packed: I64
     leaf: F32
 
     def _rows(self, x: F32) -> F32:
@@ -285,7 +285,7 @@ class Forest:
         n = x.shape[0]
         out = np.empty(n, dtype=np.float32)
         levels = (0,) * self.depth
-        args = (self.col, self.thr, self.leaf, levels, self.base_margin, out)
+        args = (self.node, self.leaf, levels, self.base_margin, out)
         split = (n // 2 // BLOCK) * BLOCK if threads > 1 else 0
         if split == 0:
             _margins(x, 0, n, *args)
@@ -318,7 +318,7 @@ class Forest:
         halves = packed.view(np.int32).reshape(n, n_trees, 2)
         for _ in range(self.depth):
             np.add(pos, tree_off, out=slot)
-            np.take(self.node, slot, out=packed)
+            np.take(self.packed, slot, out=packed)
             np.add(halves[..., 0], row_off, out=col)
             np.take(flat_x, col, out=value)
             np.greater_equal(value, halves[..., 1].view(np.float32), out=right)
@@ -388,16 +388,29 @@ def compile_booster(booster: xgb.Booster) -> Forest:
     packed = np.empty((len(trees), width, 2), dtype=np.int32)
     packed[..., 0] = feat
     packed[..., 1] = thr.view(np.int32)
+    col = feat.reshape(-1).astype(np.int64)
+    flat_thr = thr.reshape(-1).copy()
     return Forest(
         n_features=n_features,
         depth=depth,
         n_trees=len(trees),
         base_margin=np.float32(base_margin),
-        col=feat.reshape(-1).astype(np.int64) * BLOCK,
-        thr=thr.reshape(-1).copy(),
-        node=packed.view(np.int64).reshape(-1).copy(),
+        col=col,
+        thr=flat_thr,
+        node=(order_key(flat_thr) << 32) | (col * BLOCK),
+        packed=packed.view(np.int64).reshape(-1).copy(),
         leaf=leaf.reshape(-1),
     )
+
+
+def order_key(v: F32) -> I64:
+    """Integer keys of float32 values (no NaN) in the same order, -0.0 equal to +0.0:
+    the magnitude bits, negated for negative values (``a >= b`` iff
+    ``order_key(a) >= order_key(b)``)."""
+    bits = np.ascontiguousarray(v, dtype=np.float32).view(np.int32).astype(np.int64)
+    mag = bits & 0x7FFFFFFF
+    out: I64 = np.where(bits < 0, -mag, mag)
+    return out
 
 
 def _depth(tree: dict[str, Any]) -> int:
@@ -420,7 +433,7 @@ def probe_rows(compiled: Forest, n: int = 256, seed: int = 0) -> F32:
     NaN (the default direction); features never split on are 0."""
     nf = compiled.n_features
     split = np.isfinite(compiled.thr)
-    feature = (compiled.col[split] // BLOCK) % nf
+    feature = compiled.col[split] % nf
     thresholds = compiled.thr[split]
     rng = np.random.default_rng(seed)
     x = np.zeros((n, nf), dtype=np.float32)
