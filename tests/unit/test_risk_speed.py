@@ -186,6 +186,53 @@ def test_snapshot_events_equal_the_per_pool_conversion(snap: market.MarketSnapsh
     assert se.first_hour[se.keys.index(key_a)] == pytest.approx(min(hours(p) for p in pts))
 
 
+def test_point_memo_returns_timestamp_and_price_and_stays_bounded(
+    snap: market.MarketSnapshot,
+) -> None:
+    """Hits (the same PricePoints in new tuples, as consecutive backtest hours), partial
+    hits (some points new) and whole new markets (an operator refresh) all give
+    exactly ``at.timestamp()`` and ``price``; the memo holds about one market."""
+    pts = [p for k in sorted(snap.spot_history) for p in snap.spot_history[k]]
+
+    def exact(points: list[market.PricePoint]) -> tuple[list[float], list[float]]:
+        return [p.at.timestamp() for p in points], [p.price for p in points]
+
+    memo = serving.PointMemo()
+    refreshed = [market.PricePoint(p.at + timedelta(seconds=1), p.price * 2) for p in pts]
+    half = [q if i % 2 else p for i, (p, q) in enumerate(zip(pts, refreshed, strict=True))]
+    fresh = [market.PricePoint(p.at, p.price) for p in pts]  # equal values, new objects
+    for points in (pts, list(pts), half, pts[::3], refreshed, half, fresh):
+        secs, prices = memo.lookup(list(points))
+        want_secs, want_prices = exact(points)
+        assert secs.tolist() == want_secs and prices.tolist() == want_prices
+        assert len(memo) <= 3 * len(pts)
+    assert len(memo) == len(fresh)  # the last call had no hit: replaced by its points
+
+
+def test_snapshot_events_with_the_memo_equal_the_plain_conversion(
+    snap: market.MarketSnapshot, risk: xgb.XGBoostRisk, cat: catalog.Catalog
+) -> None:
+    """Backtest-like hours (one tuple of points per pool, sliced per hour) through one
+    model (memo warm) score exactly as a fresh model per hour (memo cold)."""
+    memo = serving.PointMemo()
+    hist = {k: tuple(v) for k, v in snap.spot_history.items()}
+    pools = _spot_pools(snap)
+    shared = xgb.load_bundled()
+    for cut in (0, 5, 11):
+        now = NOW - timedelta(hours=cut)
+        sliced = {k: tuple(p for p in v if p.at <= now) for k, v in hist.items()}
+        sliced = {k: v for k, v in sliced.items() if v}
+        a = serving.snapshot_events(sliced, now, memo)
+        b = serving.snapshot_events(sliced, now)
+        np.testing.assert_array_equal(a.events.hours, b.events.hours)
+        np.testing.assert_array_equal(a.events.prices, b.events.prices)
+        np.testing.assert_array_equal(a.events.offsets, b.events.offsets)
+        hour = market.MarketSnapshot(snap.region, now, sliced, advisor=snap.advisor)
+        asked = [p for p in pools if (p.instance_type, p.zone) in sliced]
+        want = xgb.load_bundled().interruption_probability(asked, hour, cat, now)
+        assert shared.interruption_probability(asked, hour, cat, now) == want
+
+
 def _count_feature_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real: Callable[..., Any] = features.feature_matrix

@@ -127,6 +127,7 @@ class XGBoostRisk:
         ]
         self._static: serving.IdentityLRU[serving.StaticCache] = serving.IdentityLRU(CACHE_SIZE)
         self._markets: serving.IdentityLRU[_Market] = serving.IdentityLRU(CACHE_SIZE)
+        self._seconds = serving.PointMemo()  # PricePoint -> seconds, price across markets
         self._lock = threading.Lock()  # the caches are shared by every caller
 
     @property
@@ -154,6 +155,7 @@ class XGBoostRisk:
         with self._lock:
             self._static.clear()
             self._markets.clear()
+            self._seconds = serving.PointMemo()
 
     def fallback_probability(self, instance_type: str, market: market_mod.MarketSnapshot) -> float:
         """The advisor-band probability of a spot pool of ``instance_type`` (unlisted: the
@@ -181,7 +183,16 @@ class XGBoostRisk:
         """Feature rows at ``now`` for every pool in ``market`` (sorted by (type, zone)),
         and each pool's first hour of history at or before ``now`` (NaN: none).
         Points after ``now`` are ignored."""
-        se = serving.snapshot_events(market.spot_history, now)
+        with self._lock:
+            return self._market_features(market, catalog, now)
+
+    def _market_features(
+        self,
+        market: market_mod.MarketSnapshot,
+        catalog: catalog_mod.Catalog,
+        now: datetime,
+    ) -> tuple[tuple[tuple[str, str], ...], F32, F64]:
+        se = serving.snapshot_events(market.spot_history, now, self._seconds)
         static = self._static_for(market, catalog).table(se.events.types)
         n = se.events.n_pools
         pool = np.arange(n, dtype=np.int64)
@@ -196,7 +207,7 @@ class XGBoostRisk:
         hit = self._markets.get(objs, (t_now,))
         if hit is not None:
             return hit
-        keys, x, first = self.market_features(market, catalog, now)
+        keys, x, first = self._market_features(market, catalog, now)
         prob = np.full(len(keys), np.nan)
         # not enough history (NaN first hour compares False): the advisor band
         for i in np.flatnonzero(~(first <= t_now - self.min_history_hours)).tolist():
