@@ -190,23 +190,29 @@ def test_point_memo_returns_timestamp_and_price_and_stays_bounded(
     snap: market.MarketSnapshot,
 ) -> None:
     """Hits (the same PricePoints in new tuples, as consecutive backtest hours), partial
-    hits (some points new) and whole new markets (an operator refresh) all give
-    exactly ``at.timestamp()`` and ``price``; the memo holds about one market."""
+    hits (some points new) and whole new markets (operator refreshes) all give exactly
+    ``at.timestamp()`` and ``price``; the memo holds about one market, and nothing
+    after two markets in a row share no point."""
     pts = [p for k in sorted(snap.spot_history) for p in snap.spot_history[k]]
-
-    def exact(points: list[market.PricePoint]) -> tuple[list[float], list[float]]:
-        return [p.at.timestamp() for p in points], [p.price for p in points]
-
     memo = serving.PointMemo()
     refreshed = [market.PricePoint(p.at + timedelta(seconds=1), p.price * 2) for p in pts]
     half = [q if i % 2 else p for i, (p, q) in enumerate(zip(pts, refreshed, strict=True))]
     fresh = [market.PricePoint(p.at, p.price) for p in pts]  # equal values, new objects
-    for points in (pts, list(pts), half, pts[::3], refreshed, half, fresh):
+    sizes = []
+    for points in (pts, list(pts), half, pts[::3], refreshed, fresh, fresh, pts):
         secs, prices = memo.lookup(list(points))
-        want_secs, want_prices = exact(points)
-        assert secs.tolist() == want_secs and prices.tolist() == want_prices
-        assert len(memo) <= 3 * len(pts)
-    assert len(memo) == len(fresh)  # the last call had no hit: replaced by its points
+        assert secs.tolist() == [p.at.timestamp() for p in points]
+        assert prices.tolist() == [p.price for p in points]
+        sizes.append(len(memo))
+    n = len(pts)
+    assert sizes[0] == sizes[1] == n  # stored, then all hits
+    assert n < sizes[2] <= 3 * n and sizes[3] == sizes[2]  # the new half added
+    assert sizes[4] == n  # no hit: replaced by that market
+    assert sizes[5] == sizes[6] == sizes[7] == 0  # no hit twice in a row: nothing kept
+    for _ in range(8):  # within 8 calls it stores a market again, then hits
+        secs, _ = memo.lookup(list(pts))
+        assert secs.tolist() == [p.at.timestamp() for p in pts]
+    assert len(memo) == n
 
 
 def test_snapshot_events_with_the_memo_equal_the_plain_conversion(
@@ -231,6 +237,7 @@ def test_snapshot_events_with_the_memo_equal_the_plain_conversion(
         asked = [p for p in pools if (p.instance_type, p.zone) in sliced]
         want = xgb.load_bundled().interruption_probability(asked, hour, cat, now)
         assert shared.interruption_probability(asked, hour, cat, now) == want
+    assert len(memo) > 0  # hours sharing points keep the memo
 
 
 def _count_feature_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:

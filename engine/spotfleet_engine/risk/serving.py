@@ -56,6 +56,11 @@ class SnapshotEvents:
     first_hour: F64
 
 
+#: After markets with no point in common, every how many calls :class:`PointMemo`
+#: stores one again.
+_RETRY_EVERY = 8
+
+
 class PointMemo:
     """Seconds since the epoch (``at.timestamp()``) and price of price points seen
     before, keyed by the PricePoint's identity.
@@ -69,16 +74,26 @@ class PointMemo:
     another object while it is remembered. Bounded: a call with no hit, or one
     that would take it past three times its own points, replaces the memo by
     that call's points (about the last market's points, which the market cache
-    holds anyway). Not thread-safe (the model calls it under its lock).
+    holds anyway). A second call in a row with no hit (markets of new objects:
+    operator refreshes) empties it, and such calls then store nothing and pay
+    only a 64-point probe, except every 8th, which stores its market again (so
+    a later run of markets that share points is memoised again). Not
+    thread-safe (the model calls it under its lock).
     """
 
     def __init__(self) -> None:
         self._ids: I64 = np.zeros(0, dtype=np.int64)  # sorted
         self._vals: F64 = np.zeros((0, 2))  # seconds, price
         self._held: list[market_mod.PricePoint] = []
+        self._no_hit_calls = 0  # calls in a row without a hit
 
     def __len__(self) -> int:
         return int(self._ids.size)
+
+    def _forget(self) -> None:
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._vals = np.zeros((0, 2))
+        self._held = []
 
     def _hits(self, ids: I64) -> bool:
         pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
@@ -90,15 +105,26 @@ class PointMemo:
         ``pts`` may be kept as it is (not copied): the caller must not mutate it.
         """
         n = len(pts)
-        ids = np.fromiter(map(id, pts), dtype=np.int64, count=n)
         # a probe of 64 points first: a market of new objects (an operator refresh)
         # skips the full search (assuming a miss is always safe: it recomputes)
+        probe = pts[:: max(n // 64, 1)]
+        if self._no_hit_calls % _RETRY_EVERY and not (
+            self._ids.size and self._hits(np.fromiter(map(id, probe), np.int64, len(probe)))
+        ):  # again no hit: convert, remember nothing
+            self._forget()
+            self._no_hit_calls += 1
+            return (
+                np.fromiter(map(datetime.timestamp, map(_AT, pts)), dtype=np.float64, count=n),
+                np.fromiter(map(_PRICE, pts), dtype=np.float64, count=n),
+            )
+        ids = np.fromiter(map(id, pts), dtype=np.int64, count=n)
         if self._ids.size and self._hits(ids[:: max(n // 64, 1)]):
             pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
             hit = self._ids[pos] == ids
         else:
             pos, hit = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.bool_)
         n_hit = int(np.count_nonzero(hit))
+        self._no_hit_calls = 0 if n_hit else self._no_hit_calls + 1
         if n_hit == n:
             known = self._vals[pos].T
             return known[0].copy(), known[1].copy()
