@@ -110,3 +110,10 @@ def test_window_features_on_a_hand_built_series() -> None:
     assert col["hours_since_fall"] == pytest.approx(11.0)
     assert col["rise_streak"] == 1
     assert col["max_rise_24h"] == pytest.approx(2 * ln2, rel=1e-6)
+    # largest rise in the day (7, 31] over the price at 7 h (1.0): 4.0; no price 48 h ago
+    assert col["day_rise_24h"] == pytest.approx(2 * ln2, rel=1e-6)
+    assert np.isnan(col["day_rise_48h"])
+    later = features.feature_matrix(ev, static, np.zeros(1, np.int64), np.array([55.0]))[0]
+    col = {n: float(v) for n, v in zip(features.FEATURE_NAMES, later, strict=True)}
+    assert col["day_rise_24h"] == 0.0  # no change in (31, 55]
+    assert col["day_rise_48h"] == pytest.approx(2 * ln2, rel=1e-6)  # the day (7, 31] again

@@ -31,6 +31,12 @@ I64 = npt.NDArray[np.int64]
 RETURN_LAGS: tuple[int, ...] = (1, 3, 6, 12, 24, 48, 72, 168)
 #: Trailing windows (hours) for realised volatility and change counts.
 VOL_WINDOWS: tuple[int, ...] = (6, 24, 72, 168)
+#: Ages (hours) of the past days whose largest rise is a feature: for lag L, the
+#: largest price in (t - L, t - L + 24 h] over the price at t - L (the spike label
+#: the row at t - L got, as a log ratio; known by t).
+DAY_RISE_LAGS: tuple[int, ...] = (24, 48, 72, 96, 120, 144, 168)
+#: Length (hours) of those past days.
+DAY_H = 24
 #: Memory (hours) of the event-based features (time since, last change, streak):
 #: events older than this count as absent, so a snapshot with this much history
 #: gives exactly the training features. Also the "time since" value when none.
@@ -95,12 +101,16 @@ CROSS_NAMES: tuple[str, ...] = (
     "family_frac_rising_24h",
 )
 
+#: Largest rise within each past day (see :data:`DAY_RISE_LAGS`).
+DAY_RISE_NAMES: tuple[str, ...] = tuple(f"day_rise_{lag}h" for lag in DAY_RISE_LAGS)
+
 #: Every feature, in column order.
 FEATURE_NAMES: tuple[str, ...] = (
     "log_price",
     *STATIC_NAMES,
     *DYNAMIC_NAMES,
     *CROSS_NAMES,
+    *DAY_RISE_NAMES,
 )
 
 
@@ -263,6 +273,7 @@ class _EventStats:
     last_rise_idx: I64
     last_fall_idx: I64
     rise_table: list[F64]  # sparse range-max table of per-event log rises (falls count 0)
+    price_table: list[F64]  # sparse range-max table of the event prices
     rise_streak: F64  # consecutive rises among the changes ending at event i
 
 
@@ -358,6 +369,7 @@ def _event_stats(ev: PriceEvents) -> _EventStats:
     cum_chg, cum_rise = pool_counts(changed), pool_counts(rise)
     return _EventStats(
         rise_table=range_max_table(np.maximum(logchg, 0.0)),
+        price_table=range_max_table(ev.prices),
         rise_streak=streak,
         logchg=logchg,
         cum_sq=cum_sq,
@@ -467,7 +479,16 @@ def feature_matrix(
     pool_start = ev.offsets[pool]
     key = _keys(ev)
     # price (and event index) in force at t - lag, for every lag any feature reads
-    lags = sorted({0, *RETURN_LAGS, *VOL_WINDOWS, int(SINCE_CAP_H)})
+    lags = sorted(
+        {
+            0,
+            *RETURN_LAGS,
+            *VOL_WINDOWS,
+            int(SINCE_CAP_H),
+            *DAY_RISE_LAGS,
+            *(lag - DAY_H for lag in DAY_RISE_LAGS),
+        }
+    )
     at_lag = _prices_at_lags(ev, pool, t, key, lags)
     p0, i0 = at_lag[0]
     logp0 = np.log(p0)
@@ -534,6 +555,15 @@ def feature_matrix(
     with np.errstate(invalid="ignore", all="ignore"):
         cols["below_max_168h"] = logp0 - np.log(np.nanmax(lp, axis=0))
         cols["above_min_168h"] = logp0 - np.log(np.nanmin(lp, axis=0))
+    # largest rise within each past day (t - L, t - L + 24 h] over the price at t - L;
+    # 0 when the price did not change that day (ends at or before t: no look-ahead)
+    for lag in DAY_RISE_LAGS:
+        p_start, i_start = at_lag[lag]
+        _, i_end = at_lag[lag - DAY_H]
+        top = range_max(stats.price_table, i_start + 1, i_end + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            day_rise = np.maximum(np.nan_to_num(np.log(top) - np.log(p_start), nan=0.0), 0.0)
+        cols[f"day_rise_{lag}h"] = np.where(i_start >= 0, day_rise, np.nan)
     cols["hour_of_day"] = np.floor(np.mod(t, 24.0))
     # 1970-01-01 was a Thursday (Monday = 0)
     cols["day_of_week"] = np.floor(np.mod(t / 24.0 + 3.0, 7.0))
