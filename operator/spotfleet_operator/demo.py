@@ -2,8 +2,8 @@
 
 A real control plane (etcd + kube-apiserver), the stand-in cloud replaying real
 2021 spot prices on an accelerated clock, the CRD, the operator (in this
-process), two SpotPolicies; then a shortage in the busiest pool and a scale-up
-the plan must route around, and a spot interruption the operator must replace.
+process), two SpotPolicies; then a scale-up whose first spot launch finds its
+pool dry (the plan must route around it), and a spot interruption the operator must replace.
 Ends with a summary (rich table, and JSON with ``--json``) and tears everything
 down, checking by PID that no process is left behind.
 """
@@ -333,26 +333,33 @@ class Demo:
             self.console.print(f"  [bold]{p['metadata']['name']}[/]: {d.get('summary', '')}")
 
         web = next(p for p in self.get_policies() if p["metadata"]["name"] == "web")
-        spot = [a for a in web["status"]["allocation"] if a["market"] == "spot"]
-        main = max(spot, key=lambda a: a["count"])
-        key = f"{main['instanceType']}/{main['zone']}/spot"
+        before = {
+            f"{a['instanceType']}/{a['zone']}/{a['market']}": int(a["count"])
+            for a in web["status"]["allocation"]
+        }
         assert self.sim is not None
-        self.sim.mark_unavailable(sim_client.Pool(main["instanceType"], main["zone"], "spot"))
-        self.avoided.append(key)
-        self.step(f"shortage: the stand-in cloud has no more capacity in web's main pool {key}")
+        dry_before = set(self.sim.unavailable())
+        # the shortage hits the spot pool web asks for next, whichever the planner picks
+        self.sim.run_dry_on_next_spot_launch(1)
+        self.step("shortage armed: the next spot pool web launches into has no capacity")
         self.kubectl(
             "patch", "spotpolicy", "web", "-n", NAMESPACE, "--type=merge",
             "-p", '{"spec":{"capacity":{"target":96}}}',
         )  # fmt: skip
         self.step("scaled demo/web to 96 vCPU")
         self.wait("web Ready at 96 vCPU", lambda: self.ready("web", 2), timeout=180)
+        dry = [q for q in self.sim.unavailable() if q not in dry_before]
         web = next(p for p in self.get_policies() if p["metadata"]["name"] == "web")
-        after = sum(
-            a["count"]
-            for a in web["status"]["allocation"]
-            if f"{a['instanceType']}/{a['zone']}/{a['market']}" == key
-        )
-        self.routed.append({"pool": key, "before": main["count"], "after": after})
+        for pool in dry:
+            key = f"{pool.instance_type}/{pool.zone}/{pool.market}"
+            self.avoided.append(key)
+            after = sum(
+                a["count"]
+                for a in web["status"]["allocation"]
+                if f"{a['instanceType']}/{a['zone']}/{a['market']}" == key
+            )
+            self.routed.append({"pool": key, "before": before.get(key, 0), "after": after})
+            self.step(f"the stand-in cloud ran out of capacity in {key}")
         for e in self.events():
             if e["reason"] == "InsufficientCapacity" and e["involvedObject"]["name"] == "web":
                 self.console.print(f"  [yellow]event[/] {e['reason']}: {e['message']}")

@@ -142,6 +142,14 @@ class SimClient:
     def mark_available(self, *pools: Pool) -> list[Pool]:
         return self._capacity(pools, True)
 
+    def run_dry_on_next_spot_launch(self, count: int = 1) -> list[Pool]:
+        """The next ``count`` spot CreateFleet requests find their first pool out of
+        capacity: it is marked unavailable (as :meth:`mark_unavailable`) and the request
+        gets ``InsufficientInstanceCapacity`` for it. A shortage in whichever pool is
+        wanted next, whatever the planner picks."""
+        body = {"pools": [], "available": False, "dry_next_spot": count}
+        return [Pool(**p) for p in self._call("POST", "capacity", body)["unavailable"]]
+
     def unavailable(self) -> list[Pool]:
         return [Pool(**p) for p in self._call("GET", "capacity")["unavailable"]]
 

@@ -81,6 +81,9 @@ class MarketLayer:
         self.clock = clock.SimClock(speed=options.speed)
         self.offset = timedelta(0)
         self.unavailable: set[tuple[str, str, str]] = set()
+        #: spot CreateFleet requests still to come whose first pool runs dry (see
+        #: ``dry_next_spot``): the pool is marked unavailable and the request gets its ICE
+        self.dry_next_spot = 0
         self._idem: OrderedDict[tuple[str, str, str, str], tuple[str, int, bytes]] = OrderedDict()
         self._launch_lock = threading.RLock()
         self._cache_lock = threading.Lock()
@@ -719,6 +722,9 @@ class MarketLayer:
 
         def refuse(market_type: str) -> Callable[[fleet.Candidate], tuple[str, str] | None]:
             def check(c: fleet.Candidate) -> tuple[str, str] | None:
+                if market_type == fleet.SPOT and self.dry_next_spot > 0:
+                    self.dry_next_spot -= 1
+                    self.unavailable.add((c.instance_type, c.zone, market_type))
                 if self._pool_unavailable(c.instance_type, c.zone, market_type):
                     return "InsufficientInstanceCapacity", fleet.ice_message(
                         c.instance_type,
@@ -879,7 +885,10 @@ class MarketLayer:
             return 200, self.clock_json()
         if path == "capacity":
             if method == "POST":
-                self.set_capacity(list(body["pools"]), bool(body.get("available", False)))
+                if body.get("dry_next_spot") is not None:
+                    with self._launch_lock:
+                        self.dry_next_spot = max(0, int(body["dry_next_spot"]))
+                self.set_capacity(list(body.get("pools", [])), bool(body.get("available", False)))
             return 200, {
                 "unavailable": [
                     {"instance_type": t, "zone": z, "market": m}

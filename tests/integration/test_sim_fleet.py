@@ -297,3 +297,33 @@ def test_spot_from_the_launch_template_is_a_spot_launch(cloud_reset: Cloud) -> N
     with pytest.raises(botocore.exceptions.ClientError) as err:
         ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate=template)
     assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+
+
+def _zone(item: dict[str, Any]) -> str:
+    return str(item["LaunchTemplateAndOverrides"]["Overrides"]["AvailabilityZone"])
+
+
+def test_the_next_spot_launch_runs_its_pool_dry_once(cloud_reset: Cloud) -> None:
+    """``run_dry_on_next_spot_launch(1)``: the pool the next spot request would land in
+    answers InsufficientInstanceCapacity and stays marked; the request after is normal."""
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.set_clock(speed=0)
+    prices = _spot_prices(ec2, "m5.large")
+    ranked = sorted((z for z in ZONES if z in prices), key=lambda z: prices[z])
+    cheapest, runner_up = ranked[0], ranked[1]
+    tid = _template(ec2)
+    overrides = [{"InstanceType": "m5.large", "AvailabilityZone": z} for z in ZONES]
+    lowest = {"AllocationStrategy": "lowest-price"}
+
+    assert cloud_reset.client.run_dry_on_next_spot_launch(1) == []
+    fleet = _fleet(ec2, tid, overrides, SpotOptions=lowest)
+    assert [(e["ErrorCode"], _zone(e)) for e in fleet["Errors"]] == [
+        ("InsufficientInstanceCapacity", cheapest)
+    ]
+    assert [_zone(i) for i in fleet["Instances"]] == [runner_up]
+    assert cloud_reset.client.unavailable() == [sim_client.Pool("m5.large", cheapest, "spot")]
+
+    again = _fleet(ec2, tid, overrides, SpotOptions=lowest)  # armed once: no new dry pool
+    assert len(again["Errors"]) == 1
+    assert [_zone(i) for i in again["Instances"]] == [runner_up]
+    assert cloud_reset.client.unavailable() == [sim_client.Pool("m5.large", cheapest, "spot")]
