@@ -24,6 +24,7 @@ from tests.fixtures.operator import (
     get_json,
     start_operator,
     wait_for,
+    wait_for_condition,
     wait_for_events,
 )
 from tests.fixtures.operator import condition as cond
@@ -313,27 +314,15 @@ def test_bad_credentials_stop_acting(
         apply(k, secret(other))
         since = len(stand_in.client.calls())
         apply(k, policy(namespace))
-        obj = wait_for(
-            lambda: (
-                (o := get_json(k, "spotpolicy", "web", "-n", namespace))
-                and cond(o, "CredentialsValid").get("status") == "False"
-                and o
-            ),
-            "CredentialsValid=False",
-            op=running_operator,
+        obj = wait_for_condition(
+            k, namespace, "web", "CredentialsValid", running_operator, status="False"
         )
         c = cond(obj, "CredentialsValid")
         assert c["reason"] == "SecretNotFound" and f"{namespace}/aws" in c["message"]
         # a malformed Secret is named, its values never shown
         apply(k, secret(namespace, data={"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE"}))
-        obj = wait_for(
-            lambda: (
-                (o := get_json(k, "spotpolicy", "web", "-n", namespace))
-                and cond(o, "CredentialsValid").get("reason") == "SecretInvalid"
-                and o
-            ),
-            "SecretInvalid",
-            op=running_operator,
+        obj = wait_for_condition(
+            k, namespace, "web", "CredentialsValid", running_operator, reason="SecretInvalid"
         )
         assert "aws_secret_access_key" in cond(obj, "CredentialsValid")["message"]
         assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(obj)
@@ -356,14 +345,8 @@ def test_aws_refusing_the_credentials_sets_access_denied(
     try:
         since = len(stand_in.client.calls())
         apply(k, policy(namespace))
-        obj = wait_for(
-            lambda: (
-                (o := get_json(k, "spotpolicy", "web", "-n", namespace))
-                and cond(o, "CredentialsValid").get("reason") == "AccessDenied"
-                and o
-            ),
-            "AccessDenied",
-            op=running_operator,
+        obj = wait_for_condition(
+            k, namespace, "web", "CredentialsValid", running_operator, reason="AccessDenied"
         )
         assert cond(obj, "CredentialsValid")["status"] == "False"
         assert [c for c in stand_in.client.calls(since) if c.mutating] == []
@@ -382,15 +365,7 @@ def test_dry_run_makes_zero_mutating_calls(
     since = len(stand_in.client.calls())
     body = policy(namespace, dryRun=True)
     apply(k, body)
-    obj = wait_for(
-        lambda: (
-            (o := get_json(k, "spotpolicy", "web", "-n", namespace))
-            and cond(o, "Progressing").get("reason") == "DryRun"
-            and o
-        ),
-        "a dry-run decision",
-        op=running_operator,
-    )
+    obj = wait_for_condition(k, namespace, "web", "Progressing", running_operator, reason="DryRun")
     assert obj["status"]["lastDecision"]["summary"]
     assert float(obj["status"]["capacity"]["desired"]["total"]) >= 32
     own = stand_in.client.calls(since)
