@@ -1,5 +1,5 @@
 """``python -m spotfleet_operator``: the same as ``spotfleet``."""
 
-from spotfleet_operator import cli
+from spotfleet_operator import main
 
-cli.main()
+main.main()

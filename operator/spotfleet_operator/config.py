@@ -1,5 +1,13 @@
-"""OperatorConfig: every setting from flags or SPOTFLEET_* environment variables,
-validated once at start-up, reporting every error at once."""
+"""OperatorConfig: every setting of ``spotfleet run``, in one place.
+
+Each field has a description with its unit and belongs to a group (``group`` in its
+schema extra: how ``spotfleet run --help`` and docs/operator.md list them). A field
+is set by the flag ``--<field-name-with-dashes>`` (or the short alias in
+``flag``), else by the environment variable ``SPOTFLEET_<FIELD_NAME>``, else its
+default. The configuration is validated once at start-up and every bad setting is
+reported at once; nothing reads the environment after that (the Kopf registry is
+built from this object).
+"""
 
 from __future__ import annotations
 
@@ -11,63 +19,221 @@ import pydantic
 
 ENV_PREFIX = "SPOTFLEET_"
 
+#: The groups, in the order the help lists them.
+GROUPS: tuple[tuple[str, str], ...] = (
+    ("scope", "What this operator (shard) watches"),
+    ("reconcile", "Reconciling"),
+    ("aws", "AWS"),
+    ("interruptions", "Interruption notices"),
+    ("kubernetes", "Kubernetes"),
+    ("store", "Audit store"),
+    ("serving", "Endpoints and logs"),
+)
+
 
 class ConfigError(ValueError):
     """Invalid configuration; the message lists every bad setting by name."""
 
 
+def _f(default: Any, group: str, description: str, flag: str | None = None, **kw: Any) -> Any:
+    extra: dict[str, Any] = {"group": group}
+    if flag:
+        extra["flag"] = flag
+    return pydantic.Field(default=default, description=description, json_schema_extra=extra, **kw)
+
+
 class OperatorConfig(pydantic.BaseModel):
-    """Operator settings. Durations are seconds."""
+    """Operator settings (durations in seconds unless a name says otherwise)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    namespaces: tuple[str, ...] = pydantic.Field(
-        default=(), description="Namespaces to watch; empty means all namespaces."
+    # -- scope ---------------------------------------------------------------
+    namespaces: tuple[str, ...] = _f(
+        (), "scope", "Namespaces to watch (comma-separated in the environment); empty: all."
     )
-    reconcile_interval_seconds: float = pydantic.Field(default=60.0, gt=0, le=86_400)
-    metrics_port: int = pydantic.Field(default=8080, ge=0, le=65_535)
-    health_port: int = pydantic.Field(default=8081, ge=0, le=65_535)
-    aws_endpoint_url: str | None = pydantic.Field(
-        default=None, description="Send every AWS call here (the stand-in cloud); None: AWS."
+    shard_label_selector: str | None = _f(
+        None,
+        "scope",
+        "Reconcile only SpotPolicies whose labels match this selector (`key=value`, "
+        "`key!=value`, `key` or `!key`, comma-separated): one shard of a sharded install.",
+        pattern=r"^!?[A-Za-z0-9./_-]+((!?=)[A-Za-z0-9._-]*)?(,!?[A-Za-z0-9./_-]+((!?=)[A-Za-z0-9._-]*)?)*$",
     )
-    aws_region: str = pydantic.Field(
-        default="us-east-1",
-        pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
-        description="Region of the operator's own AWS calls (the interruption queue); "
-        "each policy acts in its own spec.region.",
+    peering_name: str | None = _f(
+        None,
+        "scope",
+        "Kopf peering object name for high availability (one active operator per name, "
+        "the others stand by); empty: standalone.",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     )
-    database_url: str = pydantic.Field(
-        default="sqlite+aiosqlite:///spotfleet-audit.db",
-        description="Audit store: postgresql://... or sqlite:///path.",
+
+    # -- reconcile -----------------------------------------------------------
+    reconcile_interval_seconds: float = _f(
+        60.0,
+        "reconcile",
+        "Seconds between level-based reconciles of one policy (EC2 is the source of truth).",
+        flag="--interval",
+        gt=0,
+        le=86_400,
     )
-    unavailable_pool_ttl_seconds: float = pydantic.Field(default=300.0, gt=0)
-    market_lookback_hours: float = pydantic.Field(default=72.0, gt=0, le=24 * 90)
-    market_cache_seconds: float = pydantic.Field(default=30.0, ge=0)
-    failures_before_degraded: int = pydantic.Field(default=3, ge=1)
-    interruption_queue_url: str | None = pydantic.Field(
-        default=None, description="SQS queue fed by the EventBridge rule for EC2 spot events."
-    )
-    interruption_poll_seconds: float = pydantic.Field(default=5.0, gt=0)
-    finalizer_max_attempts: int = pydantic.Field(
-        default=20,
+    decide_workers: int = _f(
+        1,
+        "reconcile",
+        "Threads that run the planner (the MILP and the risk model), off the event loop.",
         ge=1,
-        description="After this many failed cleanup attempts with permanent errors, release "
-        "the finalizer with a Warning Event listing what was left.",
+        le=32,
     )
-    risk_model: str = pydantic.Field(
-        default="bundled", description="'bundled' (XGBoost artifact), 'advisor', or a path."
+    max_concurrent_reconciles: int = _f(
+        32, "reconcile", "Reconciles in flight at once, across all policies.", ge=1, le=1024
     )
-    watch_server_timeout_seconds: int = pydantic.Field(default=300, gt=0)
-    watch_client_timeout_seconds: int = pydantic.Field(default=330, gt=0)
-    log_level: str = pydantic.Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    max_replans: int = _f(
+        3, "reconcile", "Re-plans within one reconcile after capacity errors.", ge=0, le=20
+    )
+    failures_before_degraded: int = _f(
+        3, "reconcile", "Consecutive failed reconciles before Degraded=True.", ge=1
+    )
+    retry_base_seconds: float = _f(
+        5.0, "reconcile", "First retry delay after a failure, seconds (doubles each time).", gt=0
+    )
+    retry_max_seconds: float = _f(300.0, "reconcile", "Largest retry delay, seconds.", gt=0)
+    unavailable_pool_ttl_seconds: float = _f(
+        300.0,
+        "reconcile",
+        "Seconds a pool that answered a capacity error (or was interrupted) stays avoided.",
+        gt=0,
+    )
+    doomed_instance_seconds: float = _f(
+        600.0,
+        "reconcile",
+        "Seconds an instance with an interruption warning counts as gone (AWS gives two minutes).",
+        gt=0,
+    )
+    finalizer_max_attempts: int = _f(
+        20,
+        "reconcile",
+        "After this many failed cleanup attempts with permanent errors, release the "
+        "finalizer with a Warning Event listing what was left.",
+        ge=1,
+    )
+    risk_model: str = _f(
+        "bundled", "reconcile", "'bundled' (XGBoost artifact), 'advisor', or an artifact path."
+    )
+
+    # -- aws -----------------------------------------------------------------
+    aws_endpoint_url: str | None = _f(
+        None, "aws", "Send every AWS call here (the stand-in cloud); empty: AWS."
+    )
+    aws_region: str = _f(
+        "us-east-1",
+        "aws",
+        "Region of the operator's own AWS calls (the interruption queue); each policy acts "
+        "in its own spec.region.",
+        pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$",
+    )
+    aws_workers: int = _f(
+        8, "aws", "Threads for blocking AWS calls (a pool of its own).", ge=1, le=256
+    )
+    aws_call_timeout_seconds: float = _f(
+        20.0,
+        "aws",
+        "Deadline of one AWS call including retries, seconds; a hung endpoint fails within it.",
+        gt=0,
+    )
+    aws_max_attempts: int = _f(
+        3, "aws", "Attempts per AWS call (botocore standard retry mode).", ge=1, le=10
+    )
+    market_lookback_hours: float = _f(
+        72.0, "aws", "Hours of spot price history the market view holds.", gt=0, le=24 * 90
+    )
+    market_cache_seconds: float = _f(
+        30.0, "aws", "Seconds one region's spot prices are reused before a refresh.", ge=0
+    )
+    fleet_sweep_seconds: float = _f(
+        10.0,
+        "aws",
+        "Seconds one account+region's owned-instance sweep (one DescribeInstances for every "
+        "policy) is reused; a policy's own launches and terminations update it at once.",
+        ge=0,
+    )
+    orphan_scan_seconds: float = _f(
+        300.0, "aws", "Seconds between scans for instances of deleted policies.", gt=0
+    )
+
+    # -- interruptions ---------------------------------------------------------
+    interruption_queue_url: str | None = _f(
+        None, "interruptions", "SQS queue fed by the EventBridge rule for EC2 spot events."
+    )
+    interruption_poll_seconds: float = _f(
+        5.0, "interruptions", "Seconds between polls of an empty interruption queue.", gt=0
+    )
+
+    # -- kubernetes ------------------------------------------------------------
+    kube_workers: int = _f(
+        4, "kubernetes", "Concurrent calls to the Kubernetes API (status, Events, Secrets).", ge=1
+    )
+    secret_cache_seconds: float = _f(
+        60.0,
+        "kubernetes",
+        "Seconds a credentials Secret read is reused (re-read at once after AWS refuses it).",
+        ge=0,
+    )
+    watch_server_timeout_seconds: int = _f(
+        300, "kubernetes", "Server-side watch timeout, seconds (Kopf).", gt=0
+    )
+    watch_client_timeout_seconds: int = _f(
+        330,
+        "kubernetes",
+        "Client-side watch timeout, seconds; must exceed the server's (silent freezes).",
+        gt=0,
+    )
+
+    # -- store -----------------------------------------------------------------
+    database_url: str = _f(
+        "sqlite+aiosqlite:///spotfleet-audit.db",
+        "store",
+        "Audit store: postgresql://... or sqlite:///path.",
+    )
+    store_queue_size: int = _f(
+        10_000,
+        "store",
+        "Audit rows buffered while the database is slow or down; beyond it rows are dropped "
+        "and counted.",
+        ge=1,
+    )
+
+    # -- serving ---------------------------------------------------------------
+    metrics_port: int = _f(8080, "serving", "Prometheus /metrics port (0: off).", ge=0, le=65_535)
+    health_port: int = _f(8081, "serving", "Liveness /healthz port (0: off).", ge=0, le=65_535)
+    log_level: str = _f(
+        "INFO", "serving", "DEBUG, INFO, WARNING or ERROR.", pattern="^(DEBUG|INFO|WARNING|ERROR)$"
+    )
 
     @pydantic.model_validator(mode="after")
-    def _timeouts(self) -> OperatorConfig:
+    def _consistent(self) -> OperatorConfig:
         if self.watch_client_timeout_seconds <= self.watch_server_timeout_seconds:
             raise ValueError(
                 "watch_client_timeout_seconds must exceed watch_server_timeout_seconds"
             )
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must be at least retry_base_seconds")
         return self
+
+    def retry_delay(self, failures: int) -> float:
+        """Seconds before the next attempt after ``failures`` consecutive failures (>= 1):
+        the one backoff rule of the operator (exponential, capped)."""
+        n = max(1, failures)
+        return float(min(self.retry_max_seconds, self.retry_base_seconds * 2 ** min(n - 1, 16)))
+
+    @classmethod
+    def group_of(cls, name: str) -> str:
+        extra = cls.model_fields[name].json_schema_extra
+        return str(extra.get("group", "")) if isinstance(extra, dict) else ""
+
+    @classmethod
+    def flag_of(cls, name: str) -> str:
+        extra = cls.model_fields[name].json_schema_extra
+        if isinstance(extra, dict) and extra.get("flag"):
+            return str(extra["flag"])
+        return "--" + name.replace("_", "-")
 
     @classmethod
     def load(
@@ -79,7 +245,7 @@ class OperatorConfig(pydantic.BaseModel):
         raw: dict[str, Any] = {}
         for name in cls.model_fields:
             key = ENV_PREFIX + name.upper()
-            if key in env:
+            if key in env and env[key] != "":
                 value: Any = env[key]
                 if name == "namespaces":
                     value = tuple(v.strip() for v in value.split(",") if v.strip())

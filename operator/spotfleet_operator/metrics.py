@@ -122,6 +122,39 @@ class Metrics:
             "Pools currently marked out of capacity (after InsufficientInstanceCapacity).",
             registry=r,
         )
+        self.queue_messages = prom.Counter(
+            "spotfleet_interruption_queue_messages_total",
+            "Interruption-queue messages by outcome (handled, ignored, malformed, foreign).",
+            ("outcome",),
+            registry=r,
+        )
+        self.drainer_restarts = prom.Counter(
+            "spotfleet_interruption_drainer_restarts_total",
+            "Times the interruption drainer died and was restarted.",
+            registry=r,
+        )
+        self.store_queue_depth = prom.Gauge(
+            "spotfleet_store_queue_depth",
+            "Audit rows waiting for the database.",
+            registry=r,
+        )
+        self.store_rows = prom.Counter(
+            "spotfleet_store_rows_total",
+            "Audit rows by outcome (written, dropped when the buffer was full).",
+            ("outcome",),
+            registry=r,
+        )
+        self.store_write_errors = prom.Counter(
+            "spotfleet_store_write_errors_total",
+            "Failed attempts to write a batch of audit rows (they are retried).",
+            registry=r,
+        )
+        self.build_info = prom.Gauge(
+            "spotfleet_build_info",
+            "The operator's version and risk model (value 1).",
+            ("version", "risk_model"),
+            registry=r,
+        )
         self.orphaned_instances = prom.Gauge(
             "spotfleet_orphaned_instances",
             "Instances tagged by a SpotPolicy that no longer exists (never terminated silently).",
@@ -129,7 +162,7 @@ class Metrics:
         )
 
     def clear_policy(self, namespace: str, policy: str) -> None:
-        """Drop every series of a deleted policy."""
+        """Drop every series of a deleted policy (once per deletion: it scans every series)."""
         for metric in (
             self.cost,
             self.on_demand_equivalent,

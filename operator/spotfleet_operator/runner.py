@@ -1,67 +1,59 @@
-"""``spotfleet run``: validate the configuration, then run Kopf with our handlers."""
+"""Running the operator: logging (scrubbed), then Kopf with the registry built from the
+configuration. Blocking; the configuration is never published to the environment."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-from collections.abc import Mapping
-from typing import Any
 
-from spotfleet_operator import config
+from spotfleet_operator import config, scrub
 
 
-def apply_overrides(overrides: Mapping[str, Any], kubeconfig: str | None) -> config.OperatorConfig:
-    """Validate every setting at once, then publish them as SPOTFLEET_* variables for the
-    handlers (Kopf reads timer intervals at import). Raises ConfigError."""
-    cfg = config.OperatorConfig.load(overrides)
-    for name, value in cfg.model_dump().items():
-        if value is None:
-            continue
-        key = config.ENV_PREFIX + name.upper()
-        os.environ[key] = ",".join(value) if isinstance(value, tuple) else str(value)
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
-    return cfg
+def configure_logging(cfg: config.OperatorConfig) -> None:
+    """One line per record on stderr, every record scrubbed of credential values."""
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    scrub.install()
+    quiet(logging.getLogger())
+
+
+def quiet(root: logging.Logger) -> None:
+    """Put the handlers' quiet filter on every handler of ``root``."""
+    from spotfleet_operator import handlers
+
+    for h in root.handlers:
+        if not any(isinstance(f, handlers.QuietWakeFilter) for f in h.filters):
+            h.addFilter(handlers.QuietWakeFilter())
 
 
 def run(
-    namespaces: tuple[str, ...],
-    all_namespaces: bool,
-    kubeconfig: str | None,
-    overrides: Mapping[str, Any],
+    cfg: config.OperatorConfig,
+    kubeconfig: str | None = None,
     stop_flag: asyncio.Event | threading.Event | None = None,
-    configure_logging: bool = True,
+    logs: bool = True,
 ) -> None:
-    """Blocking: validate and publish the settings, then run the operator until
-    interrupted (or ``stop_flag`` is set)."""
-    ns = () if all_namespaces else namespaces  # no namespace given: cluster-wide
-    cfg = apply_overrides({**overrides, "namespaces": ns or None}, kubeconfig)
-    if configure_logging:
-        logging.basicConfig(
-            level=getattr(logging, cfg.log_level),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    run_kopf(cfg, stop_flag)
-
-
-def run_kopf(
-    cfg: config.OperatorConfig, stop_flag: asyncio.Event | threading.Event | None = None
-) -> None:
-    """Run Kopf with our handlers for ``cfg`` (already published by :func:`apply_overrides`).
-    Touches no environment variable, so it may run in a thread while another thread
-    starts processes (changing the environment then races with fork/exec: EFAULT)."""
+    """Run the operator until interrupted (or ``stop_flag`` is set). Touches no
+    environment variable, so it may run in a thread while another thread starts
+    processes (changing the environment then races with fork/exec: EFAULT)."""
     import kopf
 
-    from spotfleet_operator import handlers  # registers the handlers
+    from spotfleet_operator import handlers
 
-    assert handlers.GROUP
-    ns = cfg.namespaces
+    if logs:
+        configure_logging(cfg)
+    else:
+        scrub.install()
+        quiet(logging.getLogger())
+    registry = handlers.build_registry(cfg, kubeconfig)
     kopf.run(
-        clusterwide=not ns,
-        namespaces=list(ns),
-        standalone=True,
+        registry=registry,
+        clusterwide=not cfg.namespaces,
+        namespaces=list(cfg.namespaces),
+        standalone=not cfg.peering_name,
+        peering_name=cfg.peering_name,
         liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
         stop_flag=stop_flag,
     )

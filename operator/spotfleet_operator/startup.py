@@ -1,147 +1,173 @@
-"""Start-up wiring: Kopf settings, the dependencies reconcile needs (into Kopf's
-memo), the metrics server, and the interruption-queue drainer."""
+"""Start-up wiring: Kopf settings from the configuration, and the dependencies every
+reconcile needs (built once, kept in Kopf's memo): the fleet state, the AWS clients and
+thread pool, the Kubernetes client, the decision pool, the audit store's writer, the
+metrics server and the interruption drainer.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
-from pathlib import Path
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 import prometheus_client
 
-from spotfleet_engine import model
-from spotfleet_engine.risk import advisor, combined, xgb
-from spotfleet_engine.risk import protocol as risk_protocol
-from spotfleet_operator import config, kube, metrics, reconcile
+import spotfleet_operator
+from spotfleet_operator import config, drainer, kube, metrics, reconcile, riskmodels, state
 from spotfleet_operator import store as store_mod
-from spotfleet_operator.aws import credentials, ec2, interruptions
+from spotfleet_operator.aws import credentials, ec2, queue
 
 log = logging.getLogger("spotfleet.startup")
 
-MEMO_DEPS = "spotfleet_deps"
-MEMO_KUBE = "spotfleet_kube"
+MEMO_KEY = "spotfleet"
 
 
-def load_risk(name: str) -> risk_protocol.RiskModel:
-    """'advisor' -> the advisor-band model; 'bundled' -> the bundled XGBoost spike
-    model combined with the advisor band (:mod:`spotfleet_engine.risk.combined`);
-    anything else -> a path to an XGBoost artifact, combined with the band the same
-    way. No silent fallback: a model that cannot load is a start-up error."""
-    if name == "advisor":
-        return advisor.AdvisorBandRisk()
-    if name == "bundled":
-        return combined.load_bundled()
-    return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
+@dataclass
+class Runtime:
+    """What start-up built, for the handlers and for clean-up."""
+
+    deps: reconcile.Deps
+    kube: kube.Kube
+    calls: ec2.Calls
+    store: store_mod.Store | None
+    drainer: drainer.Drainer | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
 def configure_settings(settings: kopf.OperatorSettings, cfg: config.OperatorConfig) -> None:
-    """Kopf settings: watch timeouts (silent watch freezes are a known failure mode),
-    a small diff-base annotation under our own prefix, event posting, peering off."""
+    """Kopf settings: watch timeouts (silent watch freezes are a known failure mode), our
+    own finalizer and annotation prefix, Kopf's own Events only for errors (the operator
+    posts its own, only when something changed), peering for HA when named."""
     settings.watching.server_timeout = cfg.watch_server_timeout_seconds
     settings.watching.client_timeout = cfg.watch_client_timeout_seconds
     settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="spotfleet.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="spotfleet.dev", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "spotfleet.dev/finalizer"
-    settings.posting.level = logging.INFO
-    settings.peering.standalone = True
-    settings.execution.max_workers = 8
+    settings.posting.level = logging.WARNING
+    if cfg.peering_name:
+        settings.peering.name = cfg.peering_name
+        settings.peering.standalone = False
+        settings.peering.clusterwide = not cfg.namespaces
+        settings.peering.mandatory = True
+        # equal priorities freeze every peer: give each replica its own
+        settings.peering.priority = random.randint(1, 2**31 - 1)
+    else:
+        settings.peering.standalone = True
 
 
-async def build(
-    memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None = None
-) -> reconcile.Deps:
-    """Wire the dependencies once and keep them in ``memo``."""
+async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -> Runtime:
+    """Wire the dependencies once and keep them in ``memo``; start the background tasks."""
     m = metrics.Metrics()
-    sessions = credentials.SessionCache(region=cfg.aws_region, endpoint_url=cfg.aws_endpoint_url)
+    m.build_info.labels(spotfleet_operator.__version__, cfg.risk_model).set(1)
 
-    def observer(op: str, code: str) -> None:
-        m.aws_calls.labels(op, code).inc()
+    def on_client(service: str, client: Any) -> None:
+        def after(event_name: str, parsed: Any = None, **_: Any) -> None:
+            op = event_name.rsplit(".", 1)[-1]
+            code = ""
+            if isinstance(parsed, dict):
+                code = str(parsed.get("Error", {}).get("Code", ""))
+            m.aws_calls.labels(op, code).inc()
 
-    def ec2_factory(creds: credentials.TenantCredentials, region: str) -> ec2.Ec2:
-        return ec2.Ec2(sessions, creds, region, observer)
+        client.meta.events.register(f"after-call.{service}", after)
 
-    k = kube.Kube(kube.api_client(kubeconfig))
-    store = store_mod.Store(cfg.database_url)
-    await store.open()
+    clients = credentials.ClientCache(
+        cfg.aws_endpoint_url,
+        credentials.client_config(
+            cfg.aws_call_timeout_seconds, cfg.aws_max_attempts, cfg.aws_workers
+        ),
+        on_client=on_client,
+    )
+    calls = ec2.Calls(cfg.aws_workers, max(1, cfg.aws_workers // 4), cfg.aws_call_timeout_seconds)
+
+    def cloud(creds: credentials.TenantCredentials, region: str) -> ec2.Ec2:
+        return ec2.Ec2(clients, calls, creds, region)
+
+    k = kube.Kube(kube.login(kubeconfig), cfg.kube_workers, cfg.secret_cache_seconds)
+    store: store_mod.Store | None = None
+    if cfg.database_url:
+        store = store_mod.Store(cfg.database_url, cfg.store_queue_size, m)
+        await store.open()
+    fleet = state.FleetState(
+        market_lookback=dt.timedelta(hours=cfg.market_lookback_hours),
+        market_max_age=dt.timedelta(seconds=cfg.market_cache_seconds),
+        sweep_max_age=dt.timedelta(seconds=cfg.fleet_sweep_seconds),
+        unavailable_ttl=dt.timedelta(seconds=cfg.unavailable_pool_ttl_seconds),
+    )
+    live = _LiveUids(k, cfg)
     deps = reconcile.Deps(
         config=cfg,
-        ec2_factory=ec2_factory,
+        state=fleet,
+        cloud=cloud,
         secrets=k,
-        risk=load_risk(cfg.risk_model),
+        writer=k,
+        risk=riskmodels.load(cfg.risk_model),  # compiles the tree kernel now, not mid-reconcile
         metrics=m,
-        store=store,
-        live_policy_uids=lambda: k.policy_uids(cfg.namespaces),
+        decide_pool=concurrent.futures.ThreadPoolExecutor(
+            cfg.decide_workers, thread_name_prefix="decide"
+        ),
+        audit=store,
+        record=store_mod.DecisionRecord,
+        live_policy_uids=live.get,
+        limiter=asyncio.Semaphore(cfg.max_concurrent_reconciles),
     )
-    memo[MEMO_DEPS] = deps
-    memo[MEMO_KUBE] = k
-    memo["spotfleet_sessions"] = sessions
+    rt = Runtime(deps, k, calls, store)
+    memo[MEMO_KEY] = rt
     if cfg.metrics_port:
         prometheus_client.start_http_server(cfg.metrics_port, registry=m.registry)
         log.info("metrics on :%d/metrics", cfg.metrics_port)
+    if store is not None:
+        rt.tasks.append(asyncio.create_task(store.run(), name="audit-writer"))
     if cfg.interruption_queue_url:
-        q = interruptions.Queue(sessions, cfg.interruption_queue_url, cfg.aws_region)
-        memo["spotfleet_queue_task"] = asyncio.create_task(drain(q, deps, k))
-    return deps
+        q = queue.Queue(clients, calls, cfg.interruption_queue_url, cfg.aws_region)
+        rt.drainer = drainer.Drainer(
+            q,
+            fleet,
+            m,
+            poll_seconds=cfg.interruption_poll_seconds,
+            doomed_seconds=cfg.doomed_instance_seconds,
+        )
+        rt.tasks.append(asyncio.create_task(rt.drainer.run(), name="interruption-drainer"))
+    return rt
 
 
-async def drain(q: interruptions.Queue, deps: reconcile.Deps, k: kube.Kube) -> None:
-    """Forever: read notices; for an owned instance, count it, treat it as gone (and its
-    pool as dry on an interruption warning), and reconcile its policy at once."""
-    while True:
-        try:
-            notices = await q.receive(wait_seconds=1)
-        except Exception as e:  # keep draining through outages
-            log.warning("interruption queue: %s", e)
-            await asyncio.sleep(deps.config.interruption_poll_seconds)
-            continue
-        for n in notices:
-            await handle_notice(n, deps, k)
-        if not notices:
-            await asyncio.sleep(deps.config.interruption_poll_seconds)
+class _LiveUids:
+    """Every SpotPolicy uid across all shards, listed at most once per orphan scan period."""
+
+    def __init__(self, k: kube.Kube, cfg: config.OperatorConfig) -> None:
+        self.k, self.cfg = k, cfg
+        self._at = -1e18
+        self._uids: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> set[str]:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if loop.time() - self._at >= self.cfg.orphan_scan_seconds:
+                self._uids = await self.k.policy_uids(self.cfg.namespaces)
+                self._at = loop.time()
+            return self._uids
 
 
-async def handle_notice(n: interruptions.Notice, deps: reconcile.Deps, k: kube.Kube) -> None:
-    if not n.owner_uid or "/" not in n.owner_ref:
-        return
-    ns, name = n.owner_ref.split("/", 1)
-    now = dt.datetime.now(dt.UTC)
-    body = await k.get_policy(ns, name)
-    if body is None or body["metadata"]["uid"] != n.owner_uid:
-        return
-    replace = ((body.get("spec") or {}).get("rebalance") or {}).get(
-        "onRebalanceRecommendation", "ignore"
-    ) == "replace"
-    if n.kind == interruptions.INTERRUPTION:
-        deps.metrics.interruptions.labels(ns, name).inc()
-        deps.doomed[n.instance_id] = now + dt.timedelta(minutes=10)
-        if n.pool_key:
-            pool = model.Pool.parse(n.pool_key)
-            deps.unavailable_pools((body.get("spec") or {}).get("region", "us-east-1")).mark(
-                pool, now
-            )
-    else:
-        deps.metrics.rebalance_recommendations.labels(ns, name).inc()
-        if not replace:
-            return
-        deps.doomed[n.instance_id] = now + dt.timedelta(minutes=10)
-    res = await reconcile.run(body, deps, now)
-    res.events.insert(
-        0,
-        reconcile.Event(
-            "Warning",
-            "SpotInterruption"
-            if n.kind == interruptions.INTERRUPTION
-            else "RebalanceRecommendation",
-            f"{n.kind} for {n.instance_id} ({n.pool_key}); replacing it now",
-        ),
-    )
-    log.info("%s for %s (%s, %s): reconciled", n.kind, n.instance_id, n.owner_ref, n.pool_key)
-    await k.patch_status(ns, name, res.status)
-    for e in res.events:
-        await k.post_event(body, e.type, e.reason, e.message)
+async def shutdown(rt: Runtime) -> None:
+    """Flush the audit queue, stop the background tasks, close the clients."""
+    if rt.store is not None:
+        await rt.store.flush()
+    for t in rt.tasks:
+        t.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    if rt.store is not None:
+        await rt.store.close()
+    await rt.kube.close()
+    rt.calls.shutdown()
+    pool = rt.deps.decide_pool
+    if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
+        pool.shutdown(wait=False, cancel_futures=True)

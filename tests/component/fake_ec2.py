@@ -1,16 +1,23 @@
-"""An in-memory EC2 for fast component tests of reconcile/finalize (in addition to
-the integration tests against the stand-in cloud, not instead of them)."""
+"""An in-memory :class:`~spotfleet_operator.aws.port.CloudProvider` for fast component
+tests of reconcile/finalize (in addition to the integration tests against the stand-in
+cloud, not instead of them). Prices come from the bundled real 2021 history.
+
+It keeps the port's contract (idempotent launches by token, capacity errors in the
+answer, not-found tolerated) and counts calls by port method; "mutating" is the port's
+own definition (:data:`spotfleet_operator.aws.port.MUTATING_METHODS`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
-from spotfleet_operator.aws import ec2, errors
+from spotfleet_operator.aws import errors, port
 
 
 @dataclass
@@ -24,21 +31,29 @@ class FakeInstance:
 
 @dataclass
 class FakeEc2:
-    """Implements reconcile.Ec2Api. Prices come from the bundled real history at ``market_time``."""
+    """Implements port.CloudProvider in memory, at ``market_time`` of the bundled history."""
 
     market_time: dt.datetime
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     unavailable: set[model.Pool] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
-    tokens: dict[str, ec2.LaunchResult] = field(default_factory=dict)
-    templates: dict[str, ec2.LaunchSpec] = field(default_factory=dict)
+    tokens: dict[str, port.LaunchResult] = field(default_factory=dict)
+    templates: dict[str, tuple[port.LaunchSpec, port.TemplateInfo]] = field(default_factory=dict)
     auth_error: bool = False
     fail_next: list[errors.AwsError] = field(default_factory=list)
+    #: new instances start in this state ("running", or "pending" to test launch-before-terminate)
+    launch_state: str = "running"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    MUTATING = frozenset(
-        {"ensure_launch_template", "launch", "terminate", "untag", "delete_launch_template"}
-    )
+    def reset(self) -> None:
+        """Back to an empty account (keeps the market time and launch state)."""
+        self.instances.clear()
+        self.unavailable.clear()
+        self.calls.clear()
+        self.tokens.clear()
+        self.templates.clear()
+        self.auth_error = False
+        self.fail_next.clear()
 
     def _enter(self, op: str) -> None:
         self.calls.append(op)
@@ -53,40 +68,50 @@ class FakeEc2:
             raise self.fail_next.pop(0)
 
     def mutating_calls(self) -> int:
-        return sum(1 for c in self.calls if c in self.MUTATING)
+        return sum(1 for c in self.calls if c in port.MUTATING_METHODS)
 
     def running(self, uid: str | None = None) -> list[FakeInstance]:
         return [
             i
             for i in self.instances.values()
-            if i.state == "running" and (uid is None or i.tags.get(ec2.TAG_POLICY_UID) == uid)
+            if i.state in ("pending", "running")
+            and (uid is None or i.tags.get(port.TAG_POLICY_UID) == uid)
         ]
 
-    async def owned_instances(self, policy_uid: str | None = None) -> list[ec2.OwnedInstance]:
+    def start_all(self) -> None:
+        """Every pending instance is running now."""
+        for i in self.instances.values():
+            if i.state == "pending":
+                i.state = "running"
+
+    async def owned_instances(self, policy_uid: str | None = None) -> list[port.OwnedInstance]:
         self._enter("owned_instances")
-        return [
-            ec2.OwnedInstance(
-                i.instance_id,
-                i.pool,
-                i.state,
-                i.launched_at,
-                i.tags[ec2.TAG_POLICY_UID],
-                i.tags.get(ec2.TAG_POLICY, ""),
-            )
-            for i in self.running()
-            if ec2.TAG_POLICY_UID in i.tags
-            and (policy_uid is None or i.tags[ec2.TAG_POLICY_UID] == policy_uid)
-        ]
+        return sorted(
+            (
+                port.OwnedInstance(
+                    i.instance_id,
+                    i.pool,
+                    i.state,
+                    i.launched_at,
+                    i.tags[port.TAG_POLICY_UID],
+                    i.tags.get(port.TAG_POLICY, ""),
+                )
+                for i in self.running()
+                if port.TAG_POLICY_UID in i.tags
+                and (policy_uid is None or i.tags[port.TAG_POLICY_UID] == policy_uid)
+            ),
+            key=lambda o: o.instance_id,
+        )
 
     async def spot_price_history(
         self, start: dt.datetime, end: dt.datetime | None = None, instance_types: Sequence[str] = ()
-    ) -> list[ec2.PricePoint]:
+    ) -> list[port.PricePoint]:
         self._enter("spot_price_history")
         snap = market_mod.snapshot_at(
             market_mod.load_bundled_history(), self.market_time, lookback=dt.timedelta(hours=24)
         )
         return [
-            ec2.PricePoint(t, z, p.at, p.price)
+            port.PricePoint(t, z, p.at, p.price)
             for (t, z), pts in snap.spot_history.items()
             for p in pts
             if not instance_types or t in instance_types
@@ -98,13 +123,26 @@ class FakeEc2:
         self._enter("subnets_by_zone")
         return {f"us-east-1{c}": f"subnet-{c}" for c in "abcdef"}
 
-    async def ensure_launch_template(
-        self, policy_uid: str, spec: ec2.LaunchSpec, tags: dict[str, str]
-    ) -> str:
-        self._enter("ensure_launch_template")
-        name = spec.launch_template_name or ec2.launch_template_name(policy_uid)
-        self.templates[name] = spec
-        return name
+    async def launch_templates(self) -> dict[str, port.TemplateInfo]:
+        self._enter("launch_templates")
+        return {name: info for name, (_, info) in self.templates.items()}
+
+    async def create_launch_template(
+        self, policy_uid: str, spec: port.LaunchSpec, tags: dict[str, str]
+    ) -> port.TemplateInfo:
+        self._enter("create_launch_template")
+        name = port.launch_template_name(policy_uid)
+        info = port.TemplateInfo(name, f"lt-{len(self.templates) + 1:017x}", spec.content_hash())
+        self.templates[name] = (spec, info)
+        return info
+
+    async def update_launch_template(
+        self, current: port.TemplateInfo, spec: port.LaunchSpec
+    ) -> port.TemplateInfo:
+        self._enter("update_launch_template")
+        info = port.TemplateInfo(current.name, current.template_id, spec.content_hash())
+        self.templates[current.name] = (spec, info)
+        return info
 
     async def launch(
         self,
@@ -115,21 +153,21 @@ class FakeEc2:
         tags: dict[str, str],
         subnet_id: str | None = None,
         template_version: str | None = None,
-    ) -> ec2.LaunchResult:
+    ) -> port.LaunchResult:
         self._enter("launch")
         if token in self.tokens:
             return self.tokens[token]
         if pool in self.unavailable:
-            result = ec2.LaunchResult(
-                (), (ec2.LaunchError(pool, "InsufficientInstanceCapacity", "no capacity"),)
+            result = port.LaunchResult(
+                (), (port.LaunchError(pool, "InsufficientInstanceCapacity", "no capacity"),)
             )
         else:
             ids = []
             for _ in range(count):
                 iid = f"i-{next(self._ids):017x}"
-                self.instances[iid] = FakeInstance(iid, pool, dict(tags))
+                self.instances[iid] = FakeInstance(iid, pool, dict(tags), self.launch_state)
                 ids.append(iid)
-            result = ec2.LaunchResult(tuple(ids), (), "fleet-1")
+            result = port.LaunchResult(tuple(ids), ())
         self.tokens[token] = result
         return result
 
@@ -138,17 +176,37 @@ class FakeEc2:
         done = []
         for iid in instance_ids:
             inst = self.instances.get(iid)
-            if inst and inst.state == "running":
+            if inst and inst.state in ("pending", "running"):
                 inst.state = "terminated"
                 done.append(iid)
         return done
 
-    async def untag(self, instances: Sequence[ec2.OwnedInstance]) -> None:
+    async def untag(self, instances: Sequence[port.OwnedInstance]) -> None:
         self._enter("untag")
         for o in instances:
-            for k in ec2.OWNERSHIP_KEYS:
+            for k in port.OWNERSHIP_KEYS:
                 self.instances[o.instance_id].tags.pop(k, None)
 
     async def delete_launch_template(self, policy_uid: str) -> bool:
         self._enter("delete_launch_template")
-        return self.templates.pop(ec2.launch_template_name(policy_uid), None) is not None
+        return self.templates.pop(port.launch_template_name(policy_uid), None) is not None
+
+
+def conformance_problems(impl: type) -> list[str]:
+    """Where ``impl`` does not match the CloudProvider protocol: a missing method, or one
+    whose parameter names differ (checked for the fake and the real adapter alike)."""
+    out = []
+    for name, member in inspect.getmembers(port.CloudProvider, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        mine = getattr(impl, name, None)
+        if mine is None:
+            out.append(f"{impl.__name__} lacks {name}")
+            continue
+        want = list(inspect.signature(member).parameters)
+        got = list(inspect.signature(mine).parameters)
+        if want != got:
+            out.append(f"{impl.__name__}.{name}{got} != CloudProvider.{name}{want}")
+        if not inspect.iscoroutinefunction(mine):
+            out.append(f"{impl.__name__}.{name} is not a coroutine function")
+    return out

@@ -2,81 +2,38 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
+import kopf
 import pytest
 import yaml
 
 from spotfleet_engine import model
-from spotfleet_engine.risk import advisor
-from spotfleet_operator import config, metrics, reconcile
-from spotfleet_operator.aws import ec2, errors
-from tests.component.fake_ec2 import FakeEc2
-from tests.fixtures.operator import base_spec
+from spotfleet_operator import reconcile
+from spotfleet_operator.aws import ec2, errors, port
+from tests.component.fake_ec2 import FakeEc2, conformance_problems
+from tests.component.harness import (
+    KEYS,
+    MARKET_TIME,
+    NOW,
+    Secrets,
+    cond,
+    make_config,
+    make_deps,
+    policy,
+    total,
+    units,
+    with_status,
+    writer,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-MARKET_TIME = dt.datetime(2021, 5, 20, 12, tzinfo=dt.UTC)
-NOW = MARKET_TIME
 
 
-class Secrets:
-    def __init__(self, data: dict[tuple[str, str], dict[str, str]]) -> None:
-        self.data = data
-        self.reads: list[tuple[str, str]] = []
-
-    async def read(self, namespace: str, name: str) -> dict[str, str] | None:
-        self.reads.append((namespace, name))
-        return self.data.get((namespace, name))
-
-
-KEYS = {
-    "aws_access_key_id": "AKIAFAKEFAKEFAKE0001",
-    "aws_secret_access_key": "fake/secret/never/logged",
-}
-
-
-def policy(spec_overrides: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
-    spec = base_spec()
-    for k, v in (spec_overrides or {}).items():
-        spec[k] = v
-    return {
-        "apiVersion": "spotfleet.dev/v1alpha1",
-        "kind": "SpotPolicy",
-        "metadata": {
-            "name": "web",
-            "namespace": "team-a",
-            "uid": "uid-web-1",
-            "generation": generation,
-        },
-        "spec": spec,
-    }
-
-
-def make_deps(fake: FakeEc2, secrets: Secrets | None = None) -> reconcile.Deps:
-    return reconcile.Deps(
-        config=config.OperatorConfig(unavailable_pool_ttl_seconds=300, market_cache_seconds=0),
-        ec2_factory=lambda creds, region: fake,
-        secrets=secrets or Secrets({("team-a", "aws"): KEYS}),
-        risk=advisor.AdvisorBandRisk(),
-        metrics=metrics.Metrics(),
-    )
-
-
-def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status["conditions"] if c["type"] == type_)
-
-
-def units(fake: FakeEc2, uid: str = "uid-web-1") -> dict[model.Market, float]:
-    from spotfleet_engine import catalog
-
-    cat = catalog.load_bundled("us-east-1")
-    out = {model.Market.SPOT: 0.0, model.Market.ON_DEMAND: 0.0}
-    for i in fake.running(uid):
-        out[i.pool.market] += cat.types[i.pool.instance_type].vcpus
-    return out
+def test_fake_and_adapter_both_meet_the_port() -> None:
+    assert conformance_problems(FakeEc2) == []
+    assert conformance_problems(ec2.Ec2) == []
 
 
 async def test_first_reconcile_launches_the_plan_and_reports_ready() -> None:
@@ -84,7 +41,6 @@ async def test_first_reconcile_launches_the_plan_and_reports_ready() -> None:
     deps = make_deps(fake)
     res = await reconcile.run(policy(), deps, NOW)
     assert res.plan is not None and res.plan.outcome in ("Optimal", "Feasible")
-    # EC2 holds exactly the planned mix
     held: dict[model.Pool, int] = {}
     for i in fake.running():
         held[i.pool] = held.get(i.pool, 0) + 1
@@ -98,31 +54,35 @@ async def test_first_reconcile_launches_the_plan_and_reports_ready() -> None:
     assert cond(st, "CapacityFulfilled")["status"] == "True"
     assert cond(st, "CredentialsValid")["status"] == "True"
     assert st["observedGeneration"] == 1
+    assert all(c["observedGeneration"] == 1 for c in st["conditions"])
     assert float(st["cost"]["perHour"]) > 0
     assert float(st["cost"]["savingsPercent"]) > 0
     assert sum(a["count"] for a in st["allocation"]) == len(fake.running())
-    # every instance carries the ownership tags
     for i in fake.running():
-        assert i.tags[ec2.TAG_POLICY_UID] == "uid-web-1"
-        assert i.tags[ec2.TAG_POLICY] == "team-a/web"
-        assert model.Pool.parse(i.tags[ec2.TAG_POOL]) == i.pool
+        assert i.tags[port.TAG_POLICY_UID] == "uid-web-1"
+        assert i.tags[port.TAG_POLICY] == "team-a/web"
+        assert model.Pool.parse(i.tags[port.TAG_POOL]) == i.pool
     assert any(e.reason == "Launched" for e in res.events)
-    text = repr(res) + repr(deps.metrics.exposition())
+    assert writer(deps).patches and writer(deps).patches[-1][2] == res.status
+    text = repr(res) + repr(deps.metrics.exposition()) + repr(writer(deps).events)
     assert KEYS["aws_secret_access_key"] not in text and KEYS["aws_access_key_id"] not in text
 
 
-async def test_second_reconcile_is_a_no_op_without_events() -> None:
+async def test_second_reconcile_is_a_no_op_without_events_or_writes() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
     body = policy()
     first = await reconcile.run(body, deps, NOW)
-    body["status"] = first.status
-    n = len(fake.running())
+    body = with_status(body, first)
     second = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=1))
+    body = with_status(body, second)
+    n = len(fake.running())
+    third = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=2))
     assert len(fake.running()) == n
-    assert second.events == []
+    assert second.events == [] and third.events == []
+    assert not third.written  # nothing changed: no status patch at all
     assert (
-        cond(second.status, "Ready")["lastTransitionTime"]
+        cond(third.status, "Ready")["lastTransitionTime"]
         == cond(first.status, "Ready")["lastTransitionTime"]
     )
 
@@ -137,6 +97,30 @@ async def test_restarted_operator_adopts_and_launches_nothing_twice() -> None:
     assert {i.instance_id for i in fake.running()} == ids
     assert "launch" not in fake.calls[before:]
     assert cond(res.status, "Ready")["status"] == "True"
+
+
+async def test_steady_reconciles_share_one_sweep_per_account() -> None:
+    """Policies of one account and region share the DescribeInstances sweep and the
+    market: per steady reconcile far below one AWS call each."""
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake, cfg=make_config(fleet_sweep_seconds=30, market_cache_seconds=30))
+    bodies = []
+    for i in range(10):
+        b = policy({"capacity": {"target": 8, "unit": "vcpu"}, "onDemand": {"base": 0}})
+        b["metadata"].update(name=f"p{i}", uid=f"uid-{i}")
+        bodies.append(b)
+    for b in bodies:
+        await reconcile.run(b, deps, NOW)
+    shared = ("owned_instances", "spot_price_history", "launch_templates")
+    assert [fake.calls.count(c) for c in shared] == [1, 1, 1]  # once for the whole account
+    own = [c for c in fake.calls if c not in shared]
+    assert len(own) <= 3 * len(bodies), own  # <= 3 AWS calls per policy to converge
+    steady_from = len(fake.calls)
+    for b in bodies:
+        await reconcile.run(b, deps, NOW + dt.timedelta(minutes=1))
+    steady = fake.calls[steady_from:]
+    assert steady.count("owned_instances") == 1 and steady.count("spot_price_history") == 1
+    assert len(steady) / len(bodies) <= 0.2
 
 
 async def test_scale_up_and_down_keeps_on_demand_base() -> None:
@@ -155,10 +139,44 @@ async def test_scale_up_and_down_keeps_on_demand_base() -> None:
     assert any(e.reason == "Terminated" for e in res.events)
 
 
+async def test_a_move_launches_before_it_terminates() -> None:
+    """A spec change that makes the running pools ineligible: the replacements launch
+    first, the old instances go only once the replacements run, and capacity never drops
+    below the target on the way."""
+    fake = FakeEc2(MARKET_TIME, launch_state="pending")
+    deps = make_deps(fake)
+    body = policy()
+    first = await reconcile.run(body, deps, NOW)
+    fake.start_all()
+    old = {i.instance_id for i in fake.running()}
+    families = sorted({i.pool.instance_type.split(".")[0] for i in fake.running()})
+    req = dict(body["spec"]["instanceRequirements"], excludedFamilies=families)
+    moved = policy({"instanceRequirements": req}, generation=2)
+    moved = with_status(moved, first)
+    calls_before = len(fake.calls)
+    r1 = await reconcile.run(moved, deps, NOW + dt.timedelta(minutes=1))
+    assert r1.plan is not None and r1.plan.terminations and r1.plan.launches
+    assert "launch" in fake.calls[calls_before:] and "terminate" not in fake.calls[calls_before:]
+    assert old <= {i.instance_id for i in fake.running()}  # nothing terminated yet
+    assert cond(r1.status, "Progressing")["reason"] == "Launching"
+    assert "once their replacements run" in cond(r1.status, "Progressing")["message"]
+    assert r1.follow_up is not None
+    # replacements still pending: still nothing terminated
+    r2 = await reconcile.run(
+        with_status(moved, r1), deps, NOW + dt.timedelta(minutes=1, seconds=10)
+    )
+    assert old <= {i.instance_id for i in fake.running()}
+    assert total(fake) >= 32
+    fake.start_all()
+    r3 = await reconcile.run(with_status(moved, r2), deps, NOW + dt.timedelta(minutes=2))
+    assert not old & {i.instance_id for i in fake.running()}
+    assert total(fake) >= 32
+    assert any(e.reason == "Terminated" for e in r3.events)
+
+
 async def test_capacity_error_marks_pool_and_lands_elsewhere() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
-    # find the pools the plan would use, then take them all away
     probe = FakeEc2(MARKET_TIME)
     first = await reconcile.run(policy(), make_deps(probe), NOW)
     assert first.plan is not None
@@ -166,17 +184,17 @@ async def test_capacity_error_marks_pool_and_lands_elsewhere() -> None:
     fake.unavailable |= spot_pools
     res = await reconcile.run(policy(), deps, NOW)
     assert not any(i.pool in spot_pools for i in fake.running())
-    u = units(fake)
-    assert u[model.Market.SPOT] + u[model.Market.ON_DEMAND] >= 32
+    assert total(fake) >= 32
     warnings = [e for e in res.events if e.reason == "InsufficientCapacity"]
-    assert {w.message.split(":")[0] for w in warnings} <= {p.key() for p in spot_pools}
-    assert warnings
+    assert len(warnings) == 1  # one aggregated Event per reconcile, not one per pool
+    for p in spot_pools:
+        assert p.key() in warnings[0].message
     avoided = [
         a for a in res.status["lastDecision"].get("alternatives", []) if "avoided" in a["reason"]
     ]
     assert avoided
     # after the TTL the pool is tried again
-    active = deps.unavailable_pools("us-east-1").active(NOW + dt.timedelta(seconds=301))
+    active = deps.state.region("us-east-1").unavailable.active(NOW + dt.timedelta(seconds=301))
     assert active == frozenset()
 
 
@@ -184,11 +202,19 @@ async def test_dry_run_makes_no_mutating_call() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
     res = await reconcile.run(policy({"dryRun": True}), deps, NOW)
-    assert fake.mutating_calls() == 0 and res.mutating_calls == 0
+    assert fake.mutating_calls() == 0
     assert fake.running() == []
     assert res.plan is not None and res.plan.launches
     assert cond(res.status, "Progressing")["reason"] == "DryRun"
+    assert cond(res.status, "Ready")["reason"] == "DryRun"
     assert any(e.reason == "DryRun" for e in res.events)
+
+
+async def test_dry_run_guard_refuses_every_mutating_method() -> None:
+    guard = port.DryRunGuard(FakeEc2(MARKET_TIME))
+    for name in sorted(port.MUTATING_METHODS):
+        with pytest.raises(port.DryRunViolation):
+            await getattr(guard, name)()
 
 
 async def test_invalid_spec_is_a_condition_not_a_crash() -> None:
@@ -198,7 +224,9 @@ async def test_invalid_spec_is_a_condition_not_a_crash() -> None:
     d = cond(res.status, "Degraded")
     assert d["status"] == "True" and d["reason"] == "InvalidSpec"
     assert "spec.capacity.target" in d["message"]
+    assert cond(res.status, "CapacityFulfilled")["status"] == "Unknown"
     assert fake.calls == []
+    assert isinstance(res.retry, kopf.PermanentError)
 
 
 async def test_missing_secret_sets_credentials_invalid_and_calls_nothing() -> None:
@@ -213,19 +241,50 @@ async def test_missing_secret_sets_credentials_invalid_and_calls_nothing() -> No
     assert secrets.reads == [("team-a", "aws")]
 
 
-async def test_rejected_credentials_stop_acting() -> None:
+async def test_rejected_credentials_stop_acting_and_are_reread() -> None:
     fake = FakeEc2(MARKET_TIME, auth_error=True)
-    res = await reconcile.run(policy(), make_deps(fake), NOW)
+    secrets = Secrets({("team-a", "aws"): KEYS})
+    res = await reconcile.run(policy(), make_deps(fake, secrets), NOW)
     c = cond(res.status, "CredentialsValid")
     assert c["status"] == "False" and c["reason"] == "AccessDenied"
     assert fake.mutating_calls() == 0
     assert cond(res.status, "Ready")["status"] == "False"
+    assert secrets.forgotten == [("team-a", "aws")]  # the cached Secret is read again next time
+
+
+async def test_throttling_raises_temporary_error_with_the_computed_delay() -> None:
+    fake = FakeEc2(MARKET_TIME)
+    cfg = make_config()
+    deps = make_deps(fake, cfg=cfg)
+    body = policy()
+    delays = []
+    for i in range(3):
+        fake.fail_next.append(
+            errors.AwsError(
+                "DescribeInstances",
+                "RequestLimitExceeded",
+                "slow down",
+                errors.ErrorClass.THROTTLING,
+            )
+        )
+        res = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=i))
+        assert isinstance(res.retry, kopf.TemporaryError)
+        delays.append(res.retry.delay)
+        assert cond(res.status, "Progressing")["reason"] == "Throttled"
+        assert (
+            f"retrying in {cfg.retry_delay(i + 1):g} s"
+            in cond(res.status, "Progressing")["message"]
+        )
+        body = with_status(body, res)
+    assert delays == [cfg.retry_delay(1), cfg.retry_delay(2), cfg.retry_delay(3)]
+    assert delays[0] < delays[1] < delays[2]
 
 
 async def test_transient_failures_degrade_after_n_and_recover() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
     body = policy()
+    warnings = 0
     for i in range(3):
         fake.fail_next.append(
             errors.AwsError(
@@ -233,13 +292,37 @@ async def test_transient_failures_degrade_after_n_and_recover() -> None:
             )
         )
         res = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=i))
-        body = copy.deepcopy(body) | {"status": res.status}
-        assert res.requeue_after is not None and res.requeue_after > 0
+        warnings += sum(1 for e in res.events if e.type == "Warning")
+        body = with_status(body, res)
+        assert isinstance(res.retry, kopf.TemporaryError) and res.retry.delay
         assert res.status["lastError"]["reason"] == "AWSError"
+    assert warnings == 1  # the same error (by its code) is reported once, not every retry
     assert cond(res.status, "Degraded")["status"] == "True"
     ok = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=10))
     assert cond(ok.status, "Degraded")["status"] == "False"
-    assert ok.status["lastError"] is None
+    assert ok.status["lastError"] is None and ok.retry is None
+
+
+async def test_a_spec_change_under_a_fault_claims_nothing_for_the_new_generation() -> None:
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake)
+    body = policy()
+    first = await reconcile.run(body, deps, NOW)
+    assert cond(first.status, "Ready")["status"] == "True"
+    bigger = with_status(policy({"capacity": {"target": 64, "unit": "vcpu"}}, generation=2), first)
+    fake.fail_next.append(
+        errors.AwsError(
+            "DescribeInstances", "RequestLimitExceeded", "slow", errors.ErrorClass.THROTTLING
+        )
+    )
+    res = await reconcile.run(bigger, deps, NOW + dt.timedelta(minutes=1))
+    st = res.status
+    assert st["observedGeneration"] == 2
+    for c in st["conditions"]:
+        assert c["observedGeneration"] == 2
+    assert cond(st, "Ready")["status"] != "True"
+    assert cond(st, "CapacityFulfilled")["status"] == "Unknown"
+    assert st["capacity"]["desired"] is None  # the old plan's figures are not claimed for gen 2
 
 
 async def test_suspend_stops_acting() -> None:
@@ -247,6 +330,7 @@ async def test_suspend_stops_acting() -> None:
     res = await reconcile.run(policy({"suspend": True}), make_deps(fake), NOW)
     assert fake.calls == []
     assert cond(res.status, "Progressing")["reason"] == "Suspended"
+    assert cond(res.status, "Ready")["reason"] == "Suspended"
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
@@ -285,27 +369,30 @@ async def test_instances_of_a_deleted_policy_are_reported_not_terminated() -> No
     orphan_ids = {i.instance_id for i in fake.running("uid-gone")}
     assert orphan_ids
 
+    lists = []
+
     async def live() -> set[str]:
+        lists.append(1)
         return {"uid-web-1"}
 
     deps = make_deps(fake)
     deps.live_policy_uids = live
     await reconcile.run(policy(), deps, NOW)
-    assert set(deps.orphans[("keys:" + _fingerprint(), "us-east-1")]) == orphan_ids
+    acct = deps.state.account(_fingerprint(), "us-east-1")
+    assert set(acct.orphans) == orphan_ids
     assert (
         f"spotfleet_orphaned_instances {float(len(orphan_ids))}"
         in deps.metrics.exposition().decode()
     )
     assert {i.instance_id for i in fake.running("uid-gone")} == orphan_ids  # never terminated
     # rate-limited: a second reconcile right away does not scan again
-    key = ("keys:" + _fingerprint(), "us-east-1")
     await reconcile.run(policy(), deps, NOW + dt.timedelta(seconds=30))
-    assert deps.orphan_scans[key] == NOW
+    assert acct.orphan_scan_at == NOW and len(lists) == 1
     await reconcile.run(policy(), deps, NOW + dt.timedelta(minutes=6))
-    assert deps.orphan_scans[key] == NOW + dt.timedelta(minutes=6)
+    assert acct.orphan_scan_at == NOW + dt.timedelta(minutes=6) and len(lists) == 2
 
 
 def _fingerprint() -> str:
     from spotfleet_operator.aws import credentials
 
-    return credentials.StaticKeys.from_secret_data(KEYS, "x").fingerprint()[len("keys:") :]
+    return credentials.StaticKeys.from_secret_data(KEYS, "x").fingerprint()

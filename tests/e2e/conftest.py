@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 from spotfleet_operator.aws import credentials, eventing
 from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx

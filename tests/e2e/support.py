@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 from tests.fixtures import operator as operator_fx
 from tests.fixtures.operator import OperatorProcess
 

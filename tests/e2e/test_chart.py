@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 from tests.e2e import support
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import OperatorProcess, wait_for, wait_for_events

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from spotfleet_operator import api, localcluster
+from spotfleet_cli import localcluster
+from spotfleet_operator import api
 from spotfleet_operator.api import conditions, schema, status
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from spotfleet_operator import api, localcluster
+from spotfleet_cli import localcluster
+from spotfleet_operator import api
 from tests.unit import test_api_property as strategies
 
 pytestmark = pytest.mark.integration

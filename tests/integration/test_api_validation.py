@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from spotfleet_operator import api, localcluster
+from spotfleet_cli import localcluster
+from spotfleet_operator import api
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((REPO / "examples" / "web-tier-vcpu.yaml").read_text())

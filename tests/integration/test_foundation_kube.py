@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import model
-from spotfleet_operator import localcluster
+from spotfleet_cli import localcluster
 from spotfleet_operator.aws import ec2
 from spotfleet_sim import client as sim_client
 from tests.fixtures import cloud as cloud_fx

@@ -7,12 +7,13 @@ import pytest
 
 from spotfleet_engine import catalog
 from spotfleet_engine.risk import dataset, features, labels
-from spotfleet_operator import risk_cli
+from spotfleet_cli import inputs
+from spotfleet_cli.commands import risk as risk_cli
 
 
 @pytest.fixture(scope="module")
 def real() -> tuple[features.PriceEvents, float, float]:
-    ev, first, last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, first, last = inputs.load_prices([inputs.bundled_path(risk_cli.BUNDLED_PRICES)])
     keep = [i for i, t in enumerate(ev.types) if t.split(".")[0] in ("c5", "m5a", "r5d", "t3")]
     series = [
         (
@@ -27,7 +28,7 @@ def real() -> tuple[features.PriceEvents, float, float]:
 
 
 def _static(ev: features.PriceEvents) -> features.StaticTable:
-    adv = risk_cli.load_advisor([risk_cli.bundled_path(risk_cli.BUNDLED_ADVISOR)])
+    adv = inputs.load_advisor_snapshots([inputs.bundled_path(risk_cli.BUNDLED_ADVISOR)])
     return dataset.static_for(
         ev, catalog.load_bundled("us-east-1"), dataset.advisor_in_force(adv, 450000.0)
     )

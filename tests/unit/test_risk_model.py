@@ -11,13 +11,14 @@ import pytest
 
 from spotfleet_engine import catalog, market, model
 from spotfleet_engine.risk import dataset, features, metrics, protocol, train, xgb
-from spotfleet_operator import risk_cli
+from spotfleet_cli import inputs
+from spotfleet_cli.commands import risk as risk_cli
 
 H = 24.0
 
 
 def _hours(day: str) -> float:
-    return risk_cli.hours_of(day)
+    return inputs.hours_of(day)
 
 
 SPLIT = train.Split(
@@ -32,7 +33,7 @@ SPLIT = train.Split(
 @pytest.fixture(scope="module")
 def small_rows() -> dataset.Rows:
     """All zones of a few families (about 120 pools) of the real 2021 history."""
-    ev, first, last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, first, last = inputs.load_prices([inputs.bundled_path(risk_cli.BUNDLED_PRICES)])
     keep = [
         i for i, t in enumerate(ev.types) if t.split(".")[0] in ("c5", "m5", "r5", "c5a", "m5a")
     ]
@@ -47,7 +48,7 @@ def small_rows() -> dataset.Rows:
             for i in keep
         ]
     )
-    adv = risk_cli.load_advisor([risk_cli.bundled_path(risk_cli.BUNDLED_ADVISOR)])
+    adv = inputs.load_advisor_snapshots([inputs.bundled_path(risk_cli.BUNDLED_ADVISOR)])
     return dataset.build_rows(sub, catalog.load_bundled(), adv, first + 168, last, last)
 
 
@@ -119,9 +120,9 @@ def test_the_bundled_artifact_is_complete_and_small() -> None:
     ):
         assert key in art["metrics"]
     shas = {d["file"]: d["sha256"] for d in art["data"]}
-    path = risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)
+    path = inputs.bundled_path(risk_cli.BUNDLED_PRICES)
     assert shas[path.name] == risk_cli.sha256_of(path)
-    size = risk_cli.bundled_path(xgb.BUNDLED_ARTIFACT).stat().st_size
+    size = inputs.bundled_path(xgb.BUNDLED_ARTIFACT).stat().st_size
     assert size < 3_000_000
 
 
@@ -140,8 +141,8 @@ def test_protocol_scores_match_the_training_features() -> None:
     assert probs[-1] == 0.0
     assert all(0.0 <= p <= 1.0 for p in probs)
     # the same pools through the training path
-    ev, _first, _last = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
-    adv = risk_cli.load_advisor([risk_cli.bundled_path(risk_cli.BUNDLED_ADVISOR)])
+    ev, _first, _last = inputs.load_prices([inputs.bundled_path(risk_cli.BUNDLED_PRICES)])
+    adv = inputs.load_advisor_snapshots([inputs.bundled_path(risk_cli.BUNDLED_ADVISOR)])
     t = now.timestamp() / 3600.0
     static = dataset.static_for(ev, cat, dataset.advisor_in_force(adv, t))
     pool_idx = np.arange(ev.n_pools, dtype=np.int64)

@@ -12,7 +12,8 @@ import pytest
 from rich.console import Console
 
 from spotfleet_engine.risk import features, labels, preemption, xgb
-from spotfleet_operator import risk_cli
+from spotfleet_cli import inputs
+from spotfleet_cli.commands import risk as risk_cli
 
 
 def _tiny() -> preemption.Trace:
@@ -135,16 +136,16 @@ def _bundled_sky() -> list[preemption.Trace]:
     return [
         preemption.skypilot_trace(row, tick, value)
         for row, tick, value in risk_cli.load_skypilot_traces(
-            risk_cli.bundled_path(risk_cli.BUNDLED_SKYPILOT_INDEX),
-            risk_cli.bundled_path(risk_cli.BUNDLED_SKYPILOT_SEGMENTS),
+            inputs.bundled_path(risk_cli.BUNDLED_SKYPILOT_INDEX),
+            inputs.bundled_path(risk_cli.BUNDLED_SKYPILOT_SEGMENTS),
         )
     ]
 
 
 def test_trace_labels_agree_with_the_tick_labels_on_real_skypilot_traces() -> None:
     traces = risk_cli.load_skypilot_traces(
-        risk_cli.bundled_path(risk_cli.BUNDLED_SKYPILOT_INDEX),
-        risk_cli.bundled_path(risk_cli.BUNDLED_SKYPILOT_SEGMENTS),
+        inputs.bundled_path(risk_cli.BUNDLED_SKYPILOT_INDEX),
+        inputs.bundled_path(risk_cli.BUNDLED_SKYPILOT_SEGMENTS),
     )
     assert len(traces) == 24  # the single-node AWS traces
     for row, tick, value in traces[::5]:
@@ -172,7 +173,7 @@ def test_static_model_rows_hold_only_static_features() -> None:
 
 def test_evaluation_on_the_bundled_traces() -> None:
     model = xgb.load_bundled(nthread=1)
-    adv = [risk_cli.bundled_path(risk_cli.BUNDLED_ADVISOR)]
+    adv = [inputs.bundled_path(risk_cli.BUNDLED_ADVISOR)]
     printed = io.StringIO()
     report = risk_cli.evaluate_preemption_traces(
         model, adv, Console(file=printed, width=160), horizon_h=24.0
@@ -206,7 +207,7 @@ def test_evaluation_on_the_bundled_traces() -> None:
 
 
 def test_evaluate_command_adds_the_traces_unless_told_not_to(tmp_path: Path) -> None:
-    prices = [risk_cli.bundled_path(risk_cli.BUNDLED_PRICES_2023)]  # small: a fast run
+    prices = [inputs.bundled_path(risk_cli.BUNDLED_PRICES_2023)]  # small: a fast run
     with_traces = risk_cli.evaluate_command(None, prices, None, tmp_path / "a.json", None, 1)
     doc = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
     assert doc["preemption_traces"] == with_traces["preemption_traces"]

@@ -16,7 +16,8 @@ import xgboost
 
 from spotfleet_engine import catalog, market, model
 from spotfleet_engine.risk import features, forest, serving, xgb
-from spotfleet_operator import risk_cli
+from spotfleet_cli import inputs
+from spotfleet_cli.commands import risk as risk_cli
 
 NOW = datetime(2021, 5, 12, 6, tzinfo=UTC)
 F32 = npt.NDArray[np.float32]
@@ -50,7 +51,7 @@ def test_compiled_forest_equals_xgboost_on_real_rows(
     later = NOW + timedelta(days=9, hours=13)
     snap2 = market.snapshot_at(market.load_bundled_history(), later, lookback=timedelta(days=3))
     _, x_later, _ = risk.market_features(snap2, cat, later)
-    ev, first, _ = risk_cli.load_prices([risk_cli.bundled_path(risk_cli.BUNDLED_PRICES)])
+    ev, first, _ = inputs.load_prices([inputs.bundled_path(risk_cli.BUNDLED_PRICES)])
     keep = np.flatnonzero([t.startswith(("c5", "t3", "p3")) for t in ev.types])
     pool = np.repeat(keep, 3)
     t = np.tile(np.array([first + 2.0, first + 90.5, first + 400.0]), keep.size)

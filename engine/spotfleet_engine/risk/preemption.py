@@ -1,6 +1,6 @@
 """Preemption traces (SkyPilot, Bamboo) as labelled rows, and the scores we can honestly give them.
 
-Pure numpy: the CLI edge (``spotfleet_operator.risk_cli``) reads the bundled
+Pure numpy: the CLI edge (``spotfleet_cli.commands.risk``) reads the bundled
 CSV files and hands parsed rows to the builders here.
 
 A :class:`Trace` is one spot pool (instance type x zone, or x region when the

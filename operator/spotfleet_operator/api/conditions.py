@@ -49,6 +49,16 @@ THROTTLED = "Throttled"
 AWS_ERROR = "AWSError"
 RECONCILE_ERROR = "ReconcileError"
 DELETING = "Deleting"
+INVALID_LAUNCH_REQUEST = "InvalidLaunchRequest"
+NO_MATCHING_SUBNETS = "NoMatchingSubnets"
+QUOTA_EXCEEDED = "QuotaExceeded"
+#: More capacity runs than the target plus one instance (scale-in pending, or a rule
+#: such as minPools needs more); the message says which.
+ABOVE_TARGET = "AboveTarget"
+#: Replacements were launched; the instances they replace are terminated once they run.
+REPLACING = "Replacing"
+#: A condition could not be computed for the current generation (message: why).
+NOT_OBSERVED = "NotObserved"
 
 
 def _as_condition(c: status_model.Condition | Mapping[str, Any]) -> status_model.Condition:

@@ -117,6 +117,9 @@ class Decision(base.ApiModel):
     """The planner's most recent decision."""
 
     time: Time = pydantic.Field(description="When it was made.")
+    generation: int | None = pydantic.Field(
+        default=None, ge=0, description="The spec generation it was made for."
+    )
     summary: Annotated[str, pydantic.StringConstraints(max_length=4096)] = pydantic.Field(
         description="What was decided and why, in one paragraph."
     )
@@ -133,6 +136,11 @@ class LastError(base.ApiModel):
 
     time: Time = pydantic.Field(description="When it happened.")
     reason: Reason = pydantic.Field(description="CamelCase classification.")
+    code: Annotated[str, pydantic.StringConstraints(max_length=256)] | None = pydantic.Field(
+        default=None,
+        description="What identifies the error (the AWS operation and error code), so the "
+        "same error is reported once, not on every retry.",
+    )
     message: Message = pydantic.Field(description="Detail (never contains credentials).")
 
 
@@ -163,6 +171,12 @@ class SpotPolicyStatus(base.ApiModel):
     )
     last_error: LastError | None = pydantic.Field(
         default=None, description="The most recent error, cleared by a clean reconcile."
+    )
+    replacements: list[Time] | None = pydantic.Field(
+        default=None,
+        max_length=1000,
+        description="When each rebalance replacement of the past hour started (the "
+        "maxReplacementsPerHour budget; kept here so it survives an operator restart).",
     )
 
     def to_patch(self) -> dict[str, object]:

@@ -1,8 +1,10 @@
 """Every AWS error the operator sees is classified here, in one place.
 
-The class decides what reconcile does: CAPACITY marks the pool unavailable for
-a while and re-plans; THROTTLING backs off; AUTH sets CredentialsValid=False and
-stops acting; NOT_FOUND is tolerated where the resource was meant to go away;
+The class decides what reconcile does (the table in :mod:`spotfleet_operator.failures`):
+CAPACITY marks the pool unavailable for a while and re-plans; QUOTA (an account
+limit) marks the pool and reports QuotaExceeded; THROTTLING backs off; AUTH sets
+CredentialsValid=False and stops acting; NOT_FOUND is tolerated where the resource
+was meant to go away; INVALID cannot succeed until the spec or the account changes;
 everything else is TRANSIENT (retry with backoff, Degraded after N failures).
 """
 
@@ -15,6 +17,7 @@ import botocore.exceptions
 
 class ErrorClass(enum.StrEnum):
     CAPACITY = "Capacity"
+    QUOTA = "Quota"
     THROTTLING = "Throttling"
     AUTH = "Auth"
     NOT_FOUND = "NotFound"
@@ -26,13 +29,15 @@ CAPACITY_CODES = frozenset(
     {
         "InsufficientInstanceCapacity",
         "InsufficientCapacity",
-        "MaxSpotInstanceCountExceeded",
         "SpotMaxPriceTooLow",
         "InsufficientHostCapacity",
         "InsufficientReservedInstanceCapacity",
         "Unsupported",  # type not offered in that zone
         "UnfulfillableCapacity",
     }
+)
+QUOTA_CODES = frozenset(
+    {"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"}
 )
 THROTTLING_CODES = frozenset(
     {"RequestLimitExceeded", "Throttling", "ThrottlingException", "TooManyRequestsException"}
@@ -64,6 +69,8 @@ def classify_code(code: str) -> ErrorClass:
     """Class of an AWS error code (as in ClientError or CreateFleet's Errors list)."""
     if code in CAPACITY_CODES:
         return ErrorClass.CAPACITY
+    if code in QUOTA_CODES:
+        return ErrorClass.QUOTA
     if code in THROTTLING_CODES:
         return ErrorClass.THROTTLING
     if code in AUTH_CODES:
@@ -100,8 +107,10 @@ def classify(exc: BaseException) -> ErrorClass:
 class AwsError(Exception):
     """An AWS failure the operator understands: ``kind`` says how to react.
 
-    The message never contains credentials (AWS error messages do not carry them;
-    we add only the operation and code).
+    The message is the AWS error message or the exception text; it may echo request
+    data, so everything the operator writes passes through :mod:`spotfleet_operator.scrub`.
+    ``code`` identifies the error for de-duplication (never the message: messages can
+    embed request ids and signatures).
     """
 
     def __init__(self, operation: str, code: str, message: str, kind: ErrorClass) -> None:

@@ -1,27 +1,24 @@
-"""The EventBridge rule and SQS queue that deliver EC2 spot interruption warnings and
-rebalance recommendations to the operator (what a user sets up once per account and
-region; ``spotfleet demo`` does it in the stand-in cloud)."""
+"""The EventBridge rule and SQS queue that deliver EC2 spot interruption warnings,
+rebalance recommendations and state changes to the operator (what a user sets up once
+per account and region; ``spotfleet demo`` does it in the stand-in cloud)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from spotfleet_operator.aws import credentials, interruptions
+from spotfleet_operator.aws import credentials, queue
 
-EVENT_PATTERN = {
-    "source": ["aws.ec2"],
-    "detail-type": [interruptions.INTERRUPTION, interruptions.REBALANCE],
-}
+EVENT_PATTERN = {"source": ["aws.ec2"], "detail-type": list(queue.KINDS)}
 
 
 def ensure_interruption_queue(
-    sessions: credentials.SessionCache, region: str, name: str = "spotfleet-interruptions"
+    clients: credentials.ClientCache, region: str, name: str = "spotfleet-interruptions"
 ) -> str:
     """Create (idempotently) the queue, the rule and its target; return the queue URL.
     Blocking (boto3): call it from a thread in async code."""
-    sqs: Any = sessions.client("sqs", None, region)
-    events: Any = sessions.client("events", None, region)
+    sqs: Any = clients.client("sqs", None, region)
+    events: Any = clients.client("events", None, region)
     url = str(sqs.create_queue(QueueName=name)["QueueUrl"])
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"

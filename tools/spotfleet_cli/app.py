@@ -1,4 +1,4 @@
-"""The ``spotfleet`` command: run, recommend, backtest, train, evaluate, sim, demo.
+"""The ``spotfleet`` toolbox: recommend, backtest, train, evaluate, sim, demo (and run).
 
 Each sub-command is a thin shell over a function in its own module; heavy
 imports happen inside the command so ``spotfleet --help`` stays fast.
@@ -41,7 +41,7 @@ def train(
     nthread: int = typer.Option(2, help="threads (fixed for reproducible results)"),
 ) -> None:
     """Train the interruption-risk model on a time-ordered split and write its artifact."""
-    from spotfleet_operator import risk_cli
+    from spotfleet_cli.commands import risk as risk_cli
 
     risk_cli.train_command(prices, advisor, out, horizon, threshold, seed, nthread)
 
@@ -64,51 +64,22 @@ def evaluate(
     preemption_horizon: float = typer.Option(24.0, help="SkyPilot preemption horizon, hours"),
 ) -> None:
     """Score the model and its baselines (AUC, AP, Brier, calibration) on price history."""
-    from spotfleet_operator import risk_cli
+    from spotfleet_cli.commands import risk as risk_cli
 
     risk_cli.evaluate_command(
         model, prices, advisor, report, png, nthread, preemption, preemption_horizon
     )
 
 
-@app.command()
-def run(
-    namespace: list[str] = typer.Option(
-        [], "--namespace", "-n", help="Watch only this namespace (repeatable)."
-    ),
-    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch all."),
-    kubeconfig: str | None = typer.Option(
-        None, help="Kubeconfig (default: $KUBECONFIG or in-cluster)."
-    ),
-    metrics_port: int | None = typer.Option(None, help="Prometheus /metrics port (default 8080)."),
-    health_port: int | None = typer.Option(None, help="Liveness /healthz port (default 8081)."),
-    aws_endpoint_url: str | None = typer.Option(
-        None, help="Send AWS calls here (e.g. the stand-in cloud from `spotfleet sim`)."
-    ),
-    interval: float | None = typer.Option(None, help="Seconds between level-based reconciles."),
-    database_url: str | None = typer.Option(
-        None, help="Audit store URL (sqlite:/// or postgresql://)."
-    ),
-    interruption_queue_url: str | None = typer.Option(None, help="SQS queue of EC2 spot events."),
-    risk_model: str | None = typer.Option(None, help="'bundled', 'advisor' or a model path."),
-) -> None:
-    """Run the operator (Kopf) with spotfleet's settings, metrics and liveness endpoints."""
-    from spotfleet_operator import runner
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def run(ctx: typer.Context) -> None:
+    """Run the operator (Kopf). Its flags: `spotfleet run --help`."""
+    from spotfleet_operator import main as operator_main
 
-    runner.run(
-        namespaces=tuple(namespace),
-        all_namespaces=all_namespaces,
-        kubeconfig=kubeconfig,
-        overrides={
-            "metrics_port": metrics_port,
-            "health_port": health_port,
-            "aws_endpoint_url": aws_endpoint_url,
-            "reconcile_interval_seconds": interval,
-            "database_url": database_url,
-            "interruption_queue_url": interruption_queue_url,
-            "risk_model": risk_model,
-        },
-    )
+    raise typer.Exit(operator_main.run_command(ctx.args))
 
 
 @app.command()
@@ -123,7 +94,7 @@ def recommend(
     ),
 ) -> None:
     """Show the mix the engine would run for a SpotPolicy, on the bundled market data."""
-    from spotfleet_operator import recommend as recommend_mod
+    from spotfleet_cli.commands import recommend as recommend_mod
 
     raise typer.Exit(recommend_mod.command(file, as_json, at, risk_model))
 
@@ -213,7 +184,7 @@ def backtest(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """Replay spot price history and compare allocation strategies (docs/backtest.md)."""
-    from spotfleet_operator import backtest_cli
+    from spotfleet_cli.commands import backtest as backtest_cli
 
     raise typer.Exit(
         backtest_cli.command(
@@ -250,16 +221,17 @@ def demo(
     speed: float = typer.Option(60.0, help="Market clock speed (market seconds per second)."),
 ) -> None:
     """The whole product locally: control plane, stand-in cloud, operator, two policies."""
-    from spotfleet_operator import demo as demo_mod
+    from spotfleet_cli.commands import demo as demo_mod
 
     demo_mod.run(
         demo_mod.Options(duration=duration, keep=keep, json_out=json_out, live=live, speed=speed)
     )
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run the toolbox on ``argv`` (default: the process's arguments); ``spotfleet``
+    (:mod:`spotfleet_operator.main`) hands every sub-command but ``run`` here."""
+    app(args=argv, prog_name="spotfleet")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,23 @@
-"""The I/O edge of the risk model: read price/advisor/trace files, run train and evaluate.
+"""``spotfleet train`` and ``spotfleet evaluate``: train the risk model and score it
+against its baselines on price history and preemption traces.
 
-``spotfleet train`` and ``spotfleet evaluate`` (in :mod:`spotfleet_operator.cli`)
-are thin shells over :func:`train_command` and :func:`evaluate_command`. All
-file reading for training lives here; the engine's ``risk`` package is pure.
+The commands in :mod:`spotfleet_cli.app` are thin shells over :func:`train_command`
+and :func:`evaluate_command`; every file is read through :mod:`spotfleet_cli.inputs`
+(the engine's ``risk`` package is pure).
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import importlib.resources
-import io
 import json
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from spotfleet_engine.risk import dataset, features
+from spotfleet_cli import inputs
+from spotfleet_cli.inputs import bundled_path, hours_of, load_prices
+from spotfleet_engine.risk import dataset
 
 BUNDLED_PRICES = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
 BUNDLED_PRICES_2023 = "spot_price_history_us-east-1_c5a.2xlarge_2023-11-11_to_2023-12-30.csv.gz"
@@ -27,94 +25,6 @@ BUNDLED_PRICES_2015 = "spot_price_history_us-east-1_2015-03-11_to_2015-08-31_15s
 BUNDLED_ADVISOR = "spot_advisor_linux_3snapshots.csv.gz"
 BUNDLED_SKYPILOT_INDEX = "skypilot_spot_traces_index.csv.gz"
 BUNDLED_SKYPILOT_SEGMENTS = "skypilot_spot_traces_segments.csv.gz"
-
-
-def bundled_path(name: str) -> Path:
-    """Filesystem path of a bundled data file (the package is installed as files)."""
-    return Path(str(importlib.resources.files("spotfleet_engine").joinpath("data", name)))
-
-
-def _open_text(path: Path) -> IO[str]:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return io.StringIO(raw.decode("utf-8"))
-
-
-def _csv_rows(path: Path) -> Iterator[dict[str, str]]:
-    with _open_text(path) as fh:
-        yield from csv.DictReader(fh)
-
-
-def hours_of(ts: str) -> float:
-    """ISO-8601 timestamp (naive = UTC) -> hours since the Unix epoch."""
-    dt = datetime.fromisoformat(ts.strip().replace("Z", "+00:00").replace(" ", "T"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp() / 3600.0
-
-
-def load_prices(
-    paths: Sequence[Path], region: str | None = "us-east-1"
-) -> tuple[features.PriceEvents, float, float]:
-    """Read DescribeSpotPriceHistory-style CSVs (gzip or plain) into price events.
-
-    Needs columns ``timestamp``, ``availability_zone``, ``instance_type``,
-    ``spot_price``; keeps Linux rows when a ``product_description``/``os`` column
-    exists, and ``region`` rows when given. Returns (events, first hour, last hour).
-    """
-    acc: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
-    for path in paths:
-        for r in _csv_rows(path):
-            os_name = r.get("product_description") or r.get("os") or "Linux/UNIX"
-            if not os_name.startswith("Linux"):
-                continue
-            zone = r["availability_zone"]
-            if region is not None and r.get("region", region) != region:
-                continue
-            hs, ps = acc.setdefault((r["instance_type"], zone), ([], []))
-            hs.append(hours_of(r["timestamp"]))
-            ps.append(float(r["spot_price"]))
-    if not acc:
-        raise ValueError(f"no Linux spot price rows in {[str(p) for p in paths]}")
-    series = [(k[0], k[1], v[0], v[1]) for k, v in sorted(acc.items())]
-    ev = features.events_from_series(series)
-    return ev, float(ev.hours.min()), float(ev.hours.max())
-
-
-def load_advisor(paths: Sequence[Path], region: str = "us-east-1") -> dataset.AdvisorSnapshots:
-    """Advisor snapshots for ``region`` (Linux) from the flattened CSV
-    (``snapshot_date`` column) or AWS's raw ``spot-advisor-data.json`` (dated by
-    a ``YYYY-MM-DD`` in its file name, else by the file's modification time)."""
-    out: dict[float, dict[str, tuple[int, float]]] = {}
-    for path in paths:
-        name = path.name
-        if name.endswith((".json", ".json.gz")):
-            with _open_text(path) as fh:
-                doc: dict[str, Any] = json.load(fh)
-            stamp = _date_in_name(name)
-            when = hours_of(stamp) if stamp else path.stat().st_mtime / 3600.0
-            linux = doc.get("spot_advisor", {}).get(region, {}).get("Linux", {})
-            snap = out.setdefault(when, {})
-            for itype, entry in linux.items():
-                snap[itype] = (int(entry["r"]), float(entry["s"]))
-        else:
-            for r in _csv_rows(path):
-                if r["region"] != region or r.get("os", "Linux") != "Linux":
-                    continue
-                snap = out.setdefault(hours_of(r["snapshot_date"]), {})
-                snap[r["instance_type"]] = (
-                    int(r["interruption_range_index"]),
-                    float(r["savings_pct_vs_ondemand"]),
-                )
-    return out
-
-
-def _date_in_name(name: str) -> str | None:
-    import re
-
-    m = re.search(r"(\d{4}-\d{2}-\d{2})", name)
-    return m.group(1) if m else None
 
 
 def load_skypilot_traces(
@@ -125,9 +35,9 @@ def load_skypilot_traces(
     ]
 ]:
     """Single-node AWS SkyPilot traces: (index row, tick times in s, value per tick)."""
-    index = {r["trace_id"]: r for r in _csv_rows(index_path)}
+    index = {r["trace_id"]: r for r in inputs.csv_rows(index_path)}
     segs: dict[str, list[tuple[int, int, float]]] = {}
-    for r in _csv_rows(segments_path):
+    for r in inputs.csv_rows(segments_path):
         segs.setdefault(r["trace_id"], []).append(
             (int(r["start_tick"]), int(r["end_tick_exclusive"]), float(r["value"]))
         )
@@ -181,7 +91,7 @@ def build_source_rows(
     from spotfleet_engine import catalog
 
     ev, first, last = load_prices(prices, region)
-    adv = load_advisor(advisor_paths, region)
+    adv = inputs.load_advisor_snapshots(advisor_paths, region)
     cat = catalog.load_bundled(region)
     rows = dataset.build_rows(
         ev, cat, adv, first + WARMUP_H, last, last, horizon_h=horizon_h, threshold=threshold
@@ -422,10 +332,10 @@ def evaluate_preemption_traces(
         preemption.skypilot_trace(row, tick, value)
         for row, tick, value in load_skypilot_traces(paths["sky_index"], paths["sky_segments"])
     ]
-    bamboo = preemption.bamboo_count_traces(_csv_rows(paths["bamboo_counts"]))
-    bamboo += preemption.bamboo_cluster_traces(_csv_rows(paths["bamboo_events"]))
+    bamboo = preemption.bamboo_count_traces(inputs.csv_rows(paths["bamboo_counts"]))
+    bamboo += preemption.bamboo_cluster_traces(inputs.csv_rows(paths["bamboo_events"]))
     regions = sorted({tr.region for tr in sky + bamboo})
-    snapshots = {r: load_advisor(advisor_paths, r) for r in regions}
+    snapshots = {r: inputs.load_advisor_snapshots(advisor_paths, r) for r in regions}
     catalogs = {r: catalog.load_bundled(r) for r in regions}
 
     def advisor_for(traces: Sequence[preemption.Trace]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from spotfleet_operator import localcluster, runner
+from spotfleet_cli import localcluster
+from spotfleet_operator import config, runner
 from spotfleet_operator.aws import credentials, ec2, eventing
 from spotfleet_sim import client as sim_client
 
@@ -270,7 +272,7 @@ class Demo:
             }
         )
         queue = eventing.ensure_interruption_queue(
-            credentials.SessionCache("us-east-1", self.endpoint), "us-east-1"
+            credentials.ClientCache(self.endpoint), "us-east-1"
         )
         self.step("EventBridge rule -> SQS queue for spot interruption warnings created")
 
@@ -281,10 +283,9 @@ class Demo:
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
 
-        # Publish the settings here, in the main thread, before the operator thread
-        # starts: changing os.environ while another thread spawns kubectl races with
-        # fork/exec (seen as "[Errno 14] Bad address").
-        cfg = runner.apply_overrides(
+        # The operator runs in a thread of this process; its settings are an object
+        # (the environment is never changed while other threads spawn kubectl).
+        cfg = config.OperatorConfig.load(
             {
                 "namespaces": (NAMESPACE,),
                 "aws_endpoint_url": self.endpoint,
@@ -296,13 +297,13 @@ class Demo:
                 "interruption_poll_seconds": 1.0,
                 "market_cache_seconds": 5.0,
                 "unavailable_pool_ttl_seconds": 600.0,
-            },
-            str(self.cluster.kubeconfig),
+            }
         )
+        kubeconfig = str(self.cluster.kubeconfig)
 
         def operate() -> None:
             try:
-                runner.run_kopf(cfg, stop_flag=self.op_stop)
+                runner.run(cfg, kubeconfig, stop_flag=self.op_stop, logs=False)
             except BaseException as e:  # surfaced by _check_operator
                 self.op_error.append(e)
 
@@ -395,9 +396,12 @@ class Demo:
 
     def _a_spot_instance(self, uid: str) -> str | None:
         """A running spot instance of the policy, read through the operator's own adapter."""
-        sessions = credentials.SessionCache("us-east-1", self.endpoint)
-        client = ec2.Ec2(sessions, None, "us-east-1")
-        owned = asyncio.run(client.owned_instances(uid))
+        calls = ec2.Calls(workers=1, per_tenant=1, timeout=30.0)
+        try:
+            client = ec2.Ec2(credentials.ClientCache(self.endpoint), calls, None, "us-east-1")
+            owned = asyncio.run(client.owned_instances(uid))
+        finally:
+            calls.shutdown()
         spot = sorted(o.instance_id for o in owned if o.pool.market.value == "spot")
         return spot[0] if spot else None
 
@@ -445,13 +449,12 @@ class Demo:
         return out
 
     def _launched_count(self) -> int:
-        """Instances launched, from the operator's ``Launched`` Events ("launched N x pool")."""
+        """Instances launched, from the operator's ``Launched`` Events
+        ("launched N x pool, M x pool")."""
         n = 0
         for e in self.events():
             if e["reason"] == "Launched":
-                words = e["message"].split()
-                if len(words) > 1 and words[1].isdigit():
-                    n += int(words[1])
+                n += sum(int(m) for m in re.findall(r"(\d+) x ", e["message"]))
         return n
 
     def print_summary(self, s: dict[str, Any]) -> None:

@@ -19,22 +19,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from spotfleet_cli import inputs
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, planner
 from spotfleet_engine import plan as plan_mod
-from spotfleet_engine.risk import advisor as advisor_risk
-from spotfleet_engine.risk import protocol as risk_protocol
 from spotfleet_operator import api
 
-
-class RecommendError(Exception):
-    """A manifest that cannot be read or parsed, or a time outside the data; message for users."""
+#: A manifest that cannot be read or parsed, or a time outside the data; message for users.
+RecommendError = inputs.InputError
 
 
 @dataclass(frozen=True)
@@ -73,37 +70,6 @@ class Recommendation:
             "summary": self.plan.summary(),
             "plan": self.plan.to_dict(),
         }
-
-
-def load_manifest(path: Path) -> api.ParsedPolicy:
-    """The first SpotPolicy in a YAML/JSON file, parsed; RecommendError names the field."""
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise RecommendError(f"cannot read {path}: {exc}") from exc
-    policies = [d for d in docs if isinstance(d, dict) and d.get("kind") == api.KIND]
-    if not policies:
-        raise RecommendError(f"{path}: no {api.KIND} document")
-    parsed = api.parse_policy(policies[0])
-    if isinstance(parsed, api.InvalidSpec):
-        raise RecommendError(f"{path}: invalid {api.KIND}: {parsed.message}")
-    return parsed
-
-
-def load_risk(name: str, horizon_hours: float) -> risk_protocol.RiskModel:
-    """'advisor' (advisor band, the default), 'bundled' (the bundled XGBoost spike model
-    combined with the advisor band, as the operator uses it) or an artifact path
-    (combined the same way)."""
-    if name == "advisor":
-        return advisor_risk.AdvisorBandRisk(horizon_hours=horizon_hours)
-    from spotfleet_engine.risk import combined, xgb
-
-    try:
-        if name == "bundled":
-            return combined.load_bundled()
-        return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise RecommendError(f"cannot load risk model {name!r}: {exc}") from exc
 
 
 def parse_at(text: str | None, history: market_mod.PriceHistory) -> datetime:
@@ -150,7 +116,7 @@ def recommend(parsed: api.ParsedPolicy, at: str | None, risk_model: str) -> Reco
     now = parse_at(at, history)
     catalog = catalog_mod.load_bundled(policy.region)
     snapshot = market_mod.snapshot_at(history, now)
-    risk = load_risk(risk_model, policy.horizon_hours)
+    risk = inputs.load_risk(risk_model, policy.horizon_hours)
     with _stdout_to_stderr():
         plan = planner.decide(policy, catalog, snapshot, model.Fleet(), risk, now)
     return Recommendation(
@@ -222,7 +188,7 @@ def command(path: Path, as_json: bool, at: str | None, risk_model: str) -> int:
     if not console.is_terminal:
         console = Console(width=120)
     try:
-        rec = recommend(load_manifest(path), at, risk_model)
+        rec = recommend(inputs.load_policy_manifest(path), at, risk_model)
     except RecommendError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         return 2

@@ -1,30 +1,24 @@
-"""The I/O edge of ``spotfleet backtest``: read price CSVs and the SpotPolicy
-manifest, run :func:`spotfleet_engine.backtest.run`, print a rich table and
-write ``backtest.json`` and ``backtest.png``.
-
-The engine side is pure; every file read and write of the backtest is here.
+"""``spotfleet backtest``: read the inputs (through :mod:`spotfleet_cli.inputs`), run
+:func:`spotfleet_engine.backtest.run`, print a rich table and write
+``backtest.json`` and ``backtest.png``. The engine side is pure.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
 import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spotfleet_engine import backtest, catalog, market, model, strategies
+from spotfleet_cli import inputs
+from spotfleet_engine import backtest, catalog, market, strategies
 from spotfleet_engine.backtest import interruptions, prices, report, traces
-from spotfleet_engine.risk import advisor as advisor_risk
 from spotfleet_engine.risk import protocol as risk_protocol
 from spotfleet_operator import api
 
@@ -38,85 +32,8 @@ STRATEGY_NAMES = (
 )
 
 
-class UsageError(Exception):
-    """A problem with the command's inputs; the message is shown to the user."""
-
-
-def _rows(path: Path) -> Iterator[dict[str, str]]:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    yield from csv.DictReader(io.StringIO(raw.decode("utf-8")))
-
-
-def load_history(paths: Sequence[Path], region: str) -> market.PriceHistory:
-    """The price history of ``region`` from CSVs, or the bundled 2021 one when none."""
-    if not paths:
-        hist = market.load_bundled_history()
-        if hist.region != region:
-            raise UsageError(f"the bundled history is {hist.region}; the policy is in {region}")
-        return hist
-
-    def all_rows() -> Iterator[dict[str, str]]:
-        for p in paths:
-            yield from _rows(p)
-
-    try:
-        return prices.history_from_rows(all_rows(), region=region)
-    except (KeyError, ValueError) as exc:
-        raise UsageError(f"cannot read prices: {type(exc).__name__}: {exc}") from exc
-
-
-def load_advisor(path: Path | None, region: str) -> market.AdvisorHistory:
-    """Advisor snapshots of ``region`` from a CSV in the bundled layout
-    (``snapshot_date, region, instance_type, interruption_range_index,
-    savings_pct_vs_ondemand``; other columns ignored), or the bundled ones."""
-    if path is None:
-        return market.load_bundled_advisor(region)
-    acc: dict[date, dict[str, market.AdvisorEntry]] = {}
-    try:
-        for r in _rows(path):
-            if r["region"] != region or r.get("os", "Linux") != "Linux":
-                continue
-            acc.setdefault(date.fromisoformat(r["snapshot_date"]), {})[r["instance_type"]] = (
-                market.AdvisorEntry(
-                    band=int(r["interruption_range_index"]),
-                    savings_pct=float(r["savings_pct_vs_ondemand"]),
-                )
-            )
-    except (OSError, KeyError, ValueError) as exc:
-        raise UsageError(f"cannot read advisor {path}: {type(exc).__name__}: {exc}") from exc
-    if not acc:
-        raise UsageError(f"{path}: no advisor rows for {region}")
-    return market.AdvisorHistory(region, tuple((d, acc[d]) for d in sorted(acc)))
-
-
-def load_policy(path: Path) -> model.Policy:
-    """The engine policy of a SpotPolicy manifest (YAML or JSON)."""
-    try:
-        body = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from exc
-    parsed = api.parse_policy(body)
-    if isinstance(parsed, api.InvalidSpec):
-        raise UsageError(f"{path}: {parsed.message}")
-    return api.to_engine_policy(parsed.spec)
-
-
-def load_risk(name: str) -> risk_protocol.RiskModel:
-    """'advisor', 'bundled' (the XGBoost spike model combined with the advisor band,
-    :mod:`spotfleet_engine.risk.combined`) or a path to an XGBoost artifact (combined
-    with the band the same way)."""
-    if name == "advisor":
-        return advisor_risk.AdvisorBandRisk()
-    from spotfleet_engine.risk import combined, xgb
-
-    if name == "bundled":
-        return combined.load_bundled()
-    try:
-        return combined.CombinedRisk(xgb.load(Path(name).read_text()))
-    except OSError as exc:
-        raise UsageError(f"cannot read risk model {name}: {exc}") from exc
+#: A problem with the command's inputs (shown to the user, exit code 2).
+UsageError = inputs.InputError
 
 
 def default_window(hist: market.PriceHistory) -> tuple[datetime, datetime]:
@@ -242,14 +159,14 @@ def command(
     """Run a backtest; returns the exit code (2 for a usage error)."""
     con = console or Console()
     try:
-        policy = load_policy(policy_file)
-        hist = load_history(price_files, policy.region)
+        policy = api.to_engine_policy(inputs.load_policy_manifest(policy_file).spec)
+        hist = inputs.load_history(price_files, policy.region)
         a, b = default_window(hist)
         t_from = prices.parse_time(start) if start else a
         t_to = prices.parse_time(end) if end else b
         if t_to <= t_from:
             raise UsageError(f"--to {t_to.isoformat()} is not after --from {t_from.isoformat()}")
-        risk = load_risk(risk_model)
+        risk = inputs.load_risk(risk_model)
         strats = make_strategies(strategy_names or STRATEGY_NAMES, risk)
         config = interruptions.InterruptionConfig(
             seed=seed,
@@ -262,7 +179,7 @@ def command(
         if bad:
             raise UsageError("; ".join(bad))
         cat = catalog.load_bundled(policy.region)
-        adv = load_advisor(advisor_file, policy.region)
+        adv = inputs.load_advisor_history(advisor_file, policy.region)
     except (UsageError, ValueError) as exc:
         con.print(f"[red]error:[/red] {exc}")
         return 2

@@ -1,0 +1,32 @@
+"""Loading a risk model by name: the one loader the operator and the tools share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spotfleet_engine.risk import advisor
+from spotfleet_engine.risk import protocol as risk_protocol
+
+
+class RiskModelError(ValueError):
+    """The named risk model cannot be loaded; the message names it and why."""
+
+
+def load(name: str, horizon_hours: float | None = None) -> risk_protocol.RiskModel:
+    """``advisor``: the advisor-band model (over ``horizon_hours`` when given);
+    ``bundled``: the bundled XGBoost spike model combined with the advisor band
+    (:mod:`spotfleet_engine.risk.combined`); anything else: the path of an XGBoost
+    artifact, combined with the band the same way. No silent fallback: a model that
+    cannot load raises :class:`RiskModelError`."""
+    if name == "advisor":
+        if horizon_hours is None:
+            return advisor.AdvisorBandRisk()
+        return advisor.AdvisorBandRisk(horizon_hours=horizon_hours)
+    from spotfleet_engine.risk import combined, xgb
+
+    try:
+        if name == "bundled":
+            return combined.load_bundled()
+        return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise RiskModelError(f"cannot load risk model {name!r}: {exc}") from exc

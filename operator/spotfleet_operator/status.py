@@ -1,0 +1,523 @@
+"""The report step, pure: (what was observed, what was done, the previous status) ->
+the whole new ``SpotPolicy.status``, the Events worth posting, and the figures the
+metrics export.
+
+Every condition is computed for the generation it reports, or set ``Unknown`` with
+reason ``NotObserved`` and the reason it could not be computed; ``observedGeneration``
+moves with them, so nothing claims a spec the operator has not acted on. ``Ready`` is
+derived from the other conditions in one place (:func:`derive_ready`). Events are
+posted only when something changed: a new plan, an action, a new error (by its
+identity, never its message), a new shortage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import market as market_mod
+from spotfleet_engine import model
+from spotfleet_engine import plan as plan_mod
+from spotfleet_operator import failures
+from spotfleet_operator.api import conditions as cond
+from spotfleet_operator.api import spec as spec_model
+from spotfleet_operator.aws import port
+
+SPOT, ON_DEMAND = model.Market.SPOT, model.Market.ON_DEMAND
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the policy (reason CamelCase)."""
+
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the observe step saw (None: not reached this reconcile)."""
+
+    generation: int | None
+    spec: spec_model.SpotPolicySpec | None = None
+    credentials: str | None = None  # where they came from, once resolved
+    instances: Sequence[port.OwnedInstance] | None = None
+    catalog: catalog_mod.Catalog | None = None
+    market: market_mod.MarketSnapshot | None = None
+    doomed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What the decide and act steps did."""
+
+    plan: plan_mod.Plan | None = None
+    launched: Sequence[tuple[model.Pool, int]] = ()
+    terminated: Sequence[plan_mod.Terminate] = ()
+    #: terminations held back until the replacements run (launch before terminate)
+    deferred: int = 0
+    #: pools that answered a capacity or quota error this reconcile -> (code, avoided until)
+    avoided: Mapping[model.Pool, tuple[str, dt.datetime]] = field(default_factory=dict)
+    failure: failures.Failure | None = None
+    consecutive_failures: int = 0
+    retry_in: float | None = None
+    replacements: Sequence[dt.datetime] = ()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the metrics export for the policy (units of its capacity unit, USD/h)."""
+
+    target: float = 0.0
+    cost: float = 0.0
+    on_demand_equivalent: float = 0.0
+    desired: Mapping[model.Market, float] = field(default_factory=dict)
+    fulfilled: Mapping[model.Market, float] = field(default_factory=dict)
+    instances: Mapping[model.Pool, int] = field(default_factory=dict)
+
+    @property
+    def savings_ratio(self) -> float:
+        return 1.0 - self.cost / self.on_demand_equivalent if self.on_demand_equivalent else 0.0
+
+
+@dataclass
+class Report:
+    status: dict[str, Any]
+    events: list[Event]
+    figures: Figures | None  # None: the fleet was not observed
+
+
+def rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def price(value: float) -> str:
+    """USD amount as a CRD price string (up to 6 decimals, at least 2)."""
+    return plan_mod.money(max(value, 0.0))
+
+
+def amount(value: float) -> str:
+    """A capacity figure as a CRD amount string (up to 3 decimals)."""
+    q = Decimal(str(round(max(value, 0.0), 3))).normalize()
+    text = format(q, "f")
+    return text if text else "0"
+
+
+def percent(value: float) -> str:
+    return f"{round(value, 1):.1f}".replace("-0.0", "0.0")
+
+
+class _Conditions:
+    def __init__(self, previous: Sequence[Any], generation: int | None, now: dt.datetime):
+        self.items: list[Any] = list(previous)
+        self.generation = generation
+        self.now = now
+
+    def set(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.items = cond.set_condition(
+            self.items, type_, status, reason, message, self.generation, self.now
+        )
+
+    def get(self, type_: str) -> Any:
+        return cond.get_condition(self.items, type_)
+
+
+def derive_ready(
+    conditions: Sequence[Any], *, suspended: bool, dry_run: bool
+) -> tuple[str, str, str]:
+    """(status, reason, message) of Ready from the other conditions: the one place the
+    rule lives. False when suspended, the credentials are invalid, the policy is
+    degraded or capacity is not fulfilled; Unknown when one of them is unknown; else
+    True (reason DryRun for a dry-run policy)."""
+    if suspended:
+        return cond.FALSE, cond.SUSPENDED, "reconciliation is suspended"
+    cv = cond.get_condition(conditions, cond.CREDENTIALS_VALID)
+    dg = cond.get_condition(conditions, cond.DEGRADED)
+    cf = cond.get_condition(conditions, cond.CAPACITY_FULFILLED)
+    for c, bad in ((cv, cond.FALSE), (dg, cond.TRUE), (cf, cond.FALSE)):
+        if c is not None and c.status == bad:
+            return cond.FALSE, c.reason, c.message
+    for c in (cv, dg, cf):
+        if c is None:
+            return cond.UNKNOWN, cond.NOT_OBSERVED, "not determined yet"
+        if c.status == cond.UNKNOWN:
+            return cond.UNKNOWN, c.reason, c.message
+    assert cf is not None
+    if dry_run:
+        return cond.TRUE, cond.DRY_RUN, "dryRun: " + cf.message
+    return cond.TRUE, cond.RECONCILED, cf.message
+
+
+def _figures(
+    spec: spec_model.SpotPolicySpec,
+    instances: Sequence[port.OwnedInstance],
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot | None,
+    plan: plan_mod.Plan | None,
+) -> tuple[Figures, list[dict[str, Any]], float]:
+    """(figures, status allocation, largest units of one held instance)."""
+    unit = model.CapacityUnit(spec.capacity.unit)
+    counts: dict[model.Pool, int] = {}
+    for o in instances:
+        counts[o.pool] = counts.get(o.pool, 0) + 1
+    fulfilled = {SPOT: 0.0, ON_DEMAND: 0.0}
+    cost = od_equiv = biggest = 0.0
+    allocation = []
+    for pool, n in sorted(counts.items()):
+        it = catalog.types.get(pool.instance_type)
+        od = catalog.on_demand_price(pool.instance_type) or 0.0
+        p = od
+        if pool.market is SPOT and market is not None:
+            p = market.spot_price(pool.instance_type, pool.zone) or od
+        units = it.units(unit) if it else (1.0 if unit is model.CapacityUnit.INSTANCES else 0.0)
+        biggest = max(biggest, units)
+        fulfilled[pool.market] += units * n
+        cost += p * n
+        od_equiv += od * n
+        allocation.append(
+            {
+                "instanceType": pool.instance_type,
+                "zone": pool.zone,
+                "market": pool.market.value,
+                "count": n,
+                "pricePerHour": price(p),
+            }
+        )
+    desired = (
+        {mk: float(plan.capacity_by_market.get(mk, 0.0)) for mk in (SPOT, ON_DEMAND)}
+        if plan is not None
+        else {}
+    )
+    figs = Figures(
+        target=float(spec.capacity.target),
+        cost=cost,
+        on_demand_equivalent=od_equiv,
+        desired=desired,
+        fulfilled=fulfilled,
+        instances=counts,
+    )
+    return figs, allocation, biggest
+
+
+def _units(
+    spec: spec_model.SpotPolicySpec, catalog: catalog_mod.Catalog, pools: Sequence[model.Pool]
+) -> float:
+    unit = model.CapacityUnit(spec.capacity.unit)
+    total = 0.0
+    for p in pools:
+        it = catalog.types.get(p.instance_type)
+        total += it.units(unit) if it else (1.0 if unit is model.CapacityUnit.INSTANCES else 0.0)
+    return total
+
+
+def _binding_reason(plan: plan_mod.Plan) -> str:
+    """The condition reason of a plan that cannot meet the target (typed, not parsed)."""
+    binding = getattr(plan, "binding", None)
+    kind = str(getattr(binding, "value", binding) or "")
+    return {
+        "Budget": cond.BUDGET_EXCEEDED,
+        "NoEligiblePools": cond.NO_ELIGIBLE_POOLS,
+        "MaxPrice": cond.NO_ELIGIBLE_POOLS,
+        "Capacity": cond.INSUFFICIENT_CAPACITY,
+        "Quota": cond.QUOTA_EXCEEDED,
+        "InvalidPolicy": cond.INVALID_SPEC,
+        "Diversification": cond.INSUFFICIENT_CAPACITY,
+        "OnDemand": cond.INSUFFICIENT_CAPACITY,
+        "Churn": cond.REBALANCING,
+    }.get(kind, cond.INSUFFICIENT_CAPACITY)
+
+
+def _previous_error(previous: Mapping[str, Any]) -> tuple[str, str]:
+    last = previous.get("lastError") or {}
+    return (str(last.get("reason") or ""), str(last.get("code") or last.get("reason") or ""))
+
+
+def report(
+    observed: Observed,
+    acted: Acted,
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+    failures_before_degraded: int = 3,
+) -> Report:
+    """The new status (every field this reconcile owns), the Events and the figures."""
+    spec = observed.spec
+    gen = observed.generation
+    c = _Conditions(list(previous.get("conditions") or []), gen, now)
+    events: list[Event] = []
+    status: dict[str, Any] = {}
+    failure = acted.failure
+    plan = acted.plan
+    figures: Figures | None = None
+    last_error: dict[str, Any] | None = None
+    prev_error = _previous_error(previous)
+
+    def error(reason: str, message: str, code: str) -> None:
+        nonlocal last_error
+        last_error = {
+            "time": rfc3339(now),
+            "reason": reason,
+            "code": code,
+            "message": message[:4000],
+        }
+        if (reason, code) != prev_error:
+            events.append(Event("Warning", reason, message[:1024]))
+
+    suspended = bool(spec is not None and spec.suspend)
+    dry_run = bool(spec is not None and spec.dry_run)
+
+    # ---- credentials -------------------------------------------------------------
+    if failure is not None and failure.rule.credentials:
+        c.set(cond.CREDENTIALS_VALID, cond.FALSE, failure.reason, failure.message)
+    elif observed.credentials is not None:
+        c.set(cond.CREDENTIALS_VALID, cond.TRUE, cond.CREDENTIALS_RESOLVED, observed.credentials)
+    else:
+        why = "reconciliation is suspended" if suspended else "credentials not resolved"
+        if failure is not None:
+            why = f"credentials not resolved: {failure.reason}"
+        c.set(cond.CREDENTIALS_VALID, cond.UNKNOWN, cond.NOT_OBSERVED, why)
+
+    # ---- capacity ----------------------------------------------------------------
+    observed_fleet = (
+        spec is not None
+        and observed.instances is not None
+        and observed.catalog is not None
+        and not suspended
+    )
+    if observed_fleet:
+        assert spec is not None and observed.instances is not None and observed.catalog is not None
+        figures, allocation, biggest = _figures(
+            spec, observed.instances, observed.catalog, observed.market, plan
+        )
+        unit = spec.capacity.unit
+        total = sum(figures.fulfilled.values())
+        doomed_units = _units(
+            spec,
+            observed.catalog,
+            [o.pool for o in observed.instances if o.instance_id in observed.doomed],
+        )
+        effective = total - doomed_units
+        target = figures.target
+        extra = (
+            f" ({amount(doomed_units)} {unit} under interruption notice)" if doomed_units else ""
+        )
+        shown = f"{amount(effective)}/{amount(target)} {unit}{extra}"
+        if dry_run:
+            held = plan.capacity if plan is not None else 0.0
+            ok = plan is not None and held + 1e-9 >= target
+            c.set(
+                cond.CAPACITY_FULFILLED,
+                cond.TRUE if ok else cond.FALSE,
+                cond.DRY_RUN if ok else _binding_reason(plan) if plan else cond.NOT_OBSERVED,
+                f"dryRun: the plan holds {amount(held)}/{amount(target)} {unit}",
+            )
+        elif effective + 1e-9 < target:
+            if acted.launched and not acted.avoided:
+                reason = cond.LAUNCHING
+            elif failure is not None and failure.kind is failures.Kind.QUOTA_EXCEEDED:
+                reason = cond.QUOTA_EXCEEDED
+            elif plan is not None and plan.outcome in ("Degraded", "Infeasible"):
+                reason = _binding_reason(plan)
+            elif acted.avoided:
+                reason = cond.INSUFFICIENT_CAPACITY
+            elif failure is not None:
+                reason = failure.reason
+            else:
+                reason = cond.LAUNCHING
+            c.set(cond.CAPACITY_FULFILLED, cond.FALSE, reason, shown)
+        elif effective > target + max(biggest, 1e-9) + 1e-9 and not (
+            acted.deferred or acted.terminated or acted.launched
+        ):
+            why = plan.binding_constraint if plan is not None and plan.binding_constraint else ""
+            c.set(
+                cond.CAPACITY_FULFILLED,
+                cond.FALSE,
+                cond.ABOVE_TARGET,
+                f"{shown}: above the target by more than one instance"
+                + (f"; {why}" if why else ""),
+            )
+        else:
+            reason = cond.REPLACING if acted.deferred else cond.FULFILLED
+            c.set(cond.CAPACITY_FULFILLED, cond.TRUE, reason, shown)
+        status["capacity"] = {
+            "unit": unit,
+            "fulfilled": {
+                "spot": amount(figures.fulfilled[SPOT]),
+                "onDemand": amount(figures.fulfilled[ON_DEMAND]),
+                "total": amount(total),
+            },
+            "spotPercent": round(100 * figures.fulfilled[SPOT] / total) if total else 0,
+        }
+        status["capacity"]["desired"] = (
+            {
+                "spot": amount(figures.desired[SPOT]),
+                "onDemand": amount(figures.desired[ON_DEMAND]),
+                "total": amount(sum(figures.desired.values())),
+            }
+            if figures.desired
+            else None  # no plan for this generation (a merge patch deletes it)
+        )
+        status["allocation"] = allocation
+        status["cost"] = {
+            "perHour": price(figures.cost),
+            "onDemandEquivalentPerHour": price(figures.on_demand_equivalent),
+            "savingsPercent": percent(100 * figures.savings_ratio),
+        }
+    else:
+        why = "the fleet was not observed"
+        if suspended:
+            why = "reconciliation is suspended: the fleet is left as it is"
+        elif failure is not None:
+            why = f"the fleet was not observed: {failure.reason}: {failure.message}"
+        c.set(cond.CAPACITY_FULFILLED, cond.UNKNOWN, cond.NOT_OBSERVED, why[:4000])
+        # what runs was observed for an earlier generation: keep it, drop the old plan
+        prev_cap = dict(previous.get("capacity") or {})
+        if prev_cap:
+            prev_cap["desired"] = None  # a merge patch deletes it
+            status["capacity"] = prev_cap
+
+    # ---- degraded / progressing ----------------------------------------------------
+    if suspended:
+        c.set(cond.DEGRADED, cond.FALSE, cond.SUSPENDED, "")
+        c.set(cond.PROGRESSING, cond.FALSE, cond.SUSPENDED, "spec.suspend is true: not acting")
+        was = c.get(cond.READY)
+        if was is None or was.reason != cond.SUSPENDED:
+            events.append(
+                Event(
+                    "Normal", cond.SUSPENDED, "reconciliation suspended; the fleet is left as it is"
+                )
+            )
+        if "lastError" in previous:
+            last_error = previous.get("lastError")
+    elif failure is not None:
+        n = max(1, acted.consecutive_failures)
+        degraded = failure.rule.degraded_at_once or n >= failures_before_degraded
+        if degraded:
+            detail = (
+                failure.message
+                if failure.rule.degraded_at_once
+                else (f"{n} consecutive failures; last: {failure.message}")
+            )
+            c.set(cond.DEGRADED, cond.TRUE, failure.reason, detail[:4000])
+        else:
+            c.set(
+                cond.DEGRADED,
+                cond.FALSE,
+                failure.reason,
+                f"{n} failure(s) in a row (Degraded after {failures_before_degraded})",
+            )
+        if failure.rule.permanent:
+            what = (
+                "waiting for valid credentials"
+                if failure.rule.credentials
+                else "waiting for the spec or the account to change"
+            )
+            c.set(cond.PROGRESSING, cond.FALSE, failure.reason, what)
+        else:
+            when = f" in {acted.retry_in:g} s" if acted.retry_in is not None else ""
+            c.set(
+                cond.PROGRESSING,
+                cond.TRUE,
+                failure.reason,
+                f"retrying{when}: {failure.message}"[:4000],
+            )
+        error(failure.reason, failure.message, failure.identity()[1])
+    else:
+        if plan is not None and plan.outcome in ("Infeasible", "Degraded"):
+            reason = _binding_reason(plan)
+            text = plan.binding_constraint or plan.summary()
+            c.set(cond.DEGRADED, cond.TRUE, reason, text)
+            error(reason, text, f"plan:{reason}")
+        else:
+            c.set(cond.DEGRADED, cond.FALSE, cond.AS_EXPECTED, "")
+        n_launched = sum(n for _, n in acted.launched)
+        if dry_run and plan is not None:
+            c.set(
+                cond.PROGRESSING,
+                cond.FALSE,
+                cond.DRY_RUN,
+                "dryRun: planned, not acted: " + plan.summary(),
+            )
+        elif acted.launched or acted.terminated or acted.deferred:
+            reason = cond.LAUNCHING if acted.launched else cond.TERMINATING
+            if acted.deferred and not acted.launched:
+                reason = cond.REPLACING
+            msg = f"launched {n_launched}, terminated {len(acted.terminated)} this reconcile"
+            if acted.deferred:
+                msg += f"; {acted.deferred} to terminate once their replacements run"
+            c.set(cond.PROGRESSING, cond.TRUE, reason, msg)
+        else:
+            c.set(cond.PROGRESSING, cond.FALSE, cond.STABLE, "the fleet matches the plan")
+
+    ready = derive_ready(c.items, suspended=suspended, dry_run=dry_run)
+    c.set(cond.READY, *ready)
+
+    # ---- events of the actions -------------------------------------------------------
+    if acted.launched:
+        parts = ", ".join(f"{n} x {p.key()}" for p, n in acted.launched)
+        events.append(Event("Normal", "Launched", f"launched {parts}"))
+    if acted.terminated:
+        by_reason: dict[str, int] = {}
+        for t in acted.terminated:
+            by_reason[t.reason] = by_reason.get(t.reason, 0) + 1
+        events.append(
+            Event(
+                "Normal",
+                "Terminated",
+                f"terminated {len(acted.terminated)} instance(s): "
+                + ", ".join(f"{n} for {r}" for r, n in sorted(by_reason.items())),
+            )
+        )
+    if acted.avoided:
+        pools = sorted(acted.avoided.items())
+        listed = ", ".join(f"{p.key()} ({code})" for p, (code, _) in pools[:10])
+        more = f" and {len(pools) - 10} more" if len(pools) > 10 else ""
+        until = max(u for _, (_, u) in pools)
+        events.append(
+            Event(
+                "Warning",
+                cond.INSUFFICIENT_CAPACITY,
+                f"{len(pools)} pool(s) could not launch: {listed}{more}; avoided until "
+                f"{rfc3339(until)}",
+            )
+        )
+
+    # ---- the decision ------------------------------------------------------------------
+    prev_decision = previous.get("lastDecision") or {}
+    if plan is not None:
+        if (
+            prev_decision.get("planHash") != plan.plan_hash()
+            or prev_decision.get("generation") != gen
+        ):
+            events.append(
+                Event("Normal", cond.DRY_RUN if dry_run else "Planned", plan.summary()[:1024])
+            )
+        alternatives = [
+            {"summary": r.pool.key(), "costPerHour": price(r.price), "reason": r.reason[:1000]}
+            for r in plan.explanation.rejected[:3]
+        ]
+        alternatives += [
+            {"summary": p.key(), "reason": f"{code}: out of capacity, avoided"}
+            for p, (code, _) in sorted(acted.avoided.items())
+        ][: max(0, 10 - len(alternatives))]
+        decision: dict[str, Any] = {
+            "time": rfc3339(now),
+            "generation": gen,
+            "summary": plan.summary()[:4000],
+            "planHash": plan.plan_hash(),
+        }
+        if alternatives:
+            decision["alternatives"] = alternatives
+        status["lastDecision"] = decision
+    elif prev_decision:
+        status["lastDecision"] = prev_decision
+
+    status["replacements"] = [rfc3339(t) for t in acted.replacements] or None
+    status["observedGeneration"] = gen
+    status["conditions"] = cond.to_json(c.items)
+    status["lastError"] = last_error
+    return Report(status, events, figures)
