@@ -46,9 +46,11 @@ class Rule:
 
 RULES: dict[Kind, Rule] = {
     Kind.INVALID_SPEC: Rule(cond.INVALID_SPEC, True, False, True),
-    Kind.SECRET_NOT_FOUND: Rule(cond.SECRET_NOT_FOUND, True, True, True),
-    Kind.SECRET_INVALID: Rule(cond.SECRET_INVALID, True, True, True),
-    Kind.ACCESS_DENIED: Rule(cond.ACCESS_DENIED, True, True, True),
+    # credentials are fixed without a spec change (a Secret created, keys rotated):
+    # retried with backoff, not parked
+    Kind.SECRET_NOT_FOUND: Rule(cond.SECRET_NOT_FOUND, False, True, True),
+    Kind.SECRET_INVALID: Rule(cond.SECRET_INVALID, False, True, True),
+    Kind.ACCESS_DENIED: Rule(cond.ACCESS_DENIED, False, True, True),
     Kind.THROTTLED: Rule(cond.THROTTLED, False, False, False),
     Kind.AWS_ERROR: Rule(cond.AWS_ERROR, False, False, False),
     Kind.INVALID_LAUNCH: Rule(cond.INVALID_LAUNCH_REQUEST, True, False, True),

@@ -192,12 +192,16 @@ class Kube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """Decoded data of Secret ``namespace/name`` (None when absent), reused for
-        ``secret_cache_seconds``; concurrent readers of one Secret share one GET.
+        ``secret_cache_seconds`` (an absence for 5 s at most); concurrent readers of one
+        Secret share one GET.
         Callers pass the POLICY'S namespace: a policy can never name a Secret elsewhere."""
         key = (namespace, name)
         hit = self._secrets.get(key)
-        if hit is not None and self._clock() - hit.at < self._secret_ttl:
-            return hit.data
+        if hit is not None:
+            # an absent Secret may be created any moment: remember its absence briefly
+            ttl = self._secret_ttl if hit.data is not None else min(self._secret_ttl, 5.0)
+            if self._clock() - hit.at < ttl:
+                return hit.data
         pending = self._secret_reads.get(key)
         if pending is not None:
             return await asyncio.shield(pending)

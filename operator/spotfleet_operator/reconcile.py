@@ -48,6 +48,8 @@ log = logging.getLogger("spotfleet.reconcile")
 
 #: After launching, how soon the policy looks again (to terminate what was replaced).
 FOLLOW_UP_SECONDS = 10.0
+#: Longest wait for a replacement to run before what it replaces is terminated anyway.
+REPLACEMENT_WAIT = dt.timedelta(minutes=10)
 
 
 class SecretReader(Protocol):
@@ -446,6 +448,7 @@ async def _act(
             seen.setdefault(o.pool, []).append(o.instance_id)
         tags_base = dict(spec.launch.tags or {}) if spec.launch else {}
         rebalanced = sum(1 for t in plan.terminations if t.reason == "rebalance")
+        new_ids: list[str] = []
         for launch in plan.launches:
             token = port.idempotency_token(
                 ctx.uid,
@@ -468,6 +471,7 @@ async def _act(
                 template_version=version,
             )
             if result.instance_ids:
+                new_ids.extend(result.instance_ids)
                 step.launched.append((launch.pool, len(result.instance_ids)))
                 acct.sweep.launched(
                     [
@@ -508,9 +512,17 @@ async def _act(
                 break
         if rebalanced and step.launched:
             ctx.ps.note_replacements(rebalanced, now)
+        if plan.terminations:  # these launches replace instances: remember them
+            for iid in new_ids:
+                ctx.ps.replacing[iid] = now
     if plan.terminations:
-        pending = any(o.state == "pending" for o in acct.sweep.instances(ctx.uid, now))
-        if plan.launches or pending:
+        view = acct.sweep.instances(ctx.uid, now)
+        live = {o.instance_id: o.state for o in view}
+        for iid, t in list(ctx.ps.replacing.items()):
+            if live.get(iid) != "pending" or now - t > REPLACEMENT_WAIT:
+                del ctx.ps.replacing[iid]  # running now, gone, or waited for long enough
+        if plan.launches or ctx.ps.replacing:
+            # a move: the replacements launch first; what they replace goes once they run
             step.deferred = len(plan.terminations)
         else:
             ids = [t.instance_id for t in plan.terminations]

@@ -160,6 +160,9 @@ class PolicyState:
     reconciled_generation: int | None = None
     #: spec.rebalance.onRebalanceRecommendation as last reconciled ("ignore"/"replace")
     on_rebalance: str = "ignore"
+    #: instances launched to replace others (a move): the replaced ones are terminated
+    #: only once these run -> when they were launched
+    replacing: dict[str, dt.datetime] = field(default_factory=dict)
     #: facts recorded by the interruption drainer for the next reconcile to report
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     #: label sets of this policy's per-pool metric series (removed when they go away)

@@ -410,7 +410,7 @@ def report(
                 failure.reason,
                 f"{n} failure(s) in a row (Degraded after {failures_before_degraded})",
             )
-        if failure.rule.permanent:
+        if failure.rule.permanent or failure.rule.credentials:
             what = (
                 "waiting for valid credentials"
                 if failure.rule.credentials

@@ -44,11 +44,11 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Clou
 @pytest.fixture(scope="module")
 def queue_url(stand_in: cloud_fx.Cloud) -> str:
     """The EventBridge rule -> SQS queue a user sets up once per account (docs/helm.md)."""
-    sessions = credentials.SessionCache("us-east-1", stand_in.endpoint_url)
+    clients = credentials.ClientCache(stand_in.endpoint_url)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        url = eventing.ensure_interruption_queue(sessions, "us-east-1")
+        url = eventing.ensure_interruption_queue(clients, "us-east-1")
     return url
 
 
