@@ -17,6 +17,7 @@ from spotfleet_operator.api.names import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    crd_file,
 )
 from spotfleet_operator.api.parse import (
     FieldError,
@@ -44,6 +45,7 @@ __all__ = [
     "SpotPolicySpec",
     "SpotPolicyStatus",
     "conditions",
+    "crd_file",
     "parse_policy",
     "parse_spec",
     "to_engine_policy",

@@ -32,7 +32,7 @@ from rich.live import Live
 from rich.table import Table
 
 from spotfleet_cli import localcluster
-from spotfleet_operator import config, runner
+from spotfleet_operator import api, config, runner
 from spotfleet_operator.aws import credentials, ec2, eventing
 from spotfleet_sim import client as sim_client
 
@@ -44,13 +44,8 @@ DUMMY_KEYS = {
 
 
 def crd_file() -> Path:
-    """The SpotPolicy CRD: the repo's crds/ (editable install) or the copy in the wheel."""
-    here = Path(__file__).resolve().parent
-    for c in (here.parents[1] / "crds", here / "_crds"):
-        f = c / "spotpolicies.spotfleet.dev.yaml"
-        if f.exists():
-            return f
-    raise FileNotFoundError("the SpotPolicy CRD is missing from this installation")
+    """The SpotPolicy CRD of this installation."""
+    return api.crd_file()
 
 
 def policies() -> list[dict[str, Any]]:
