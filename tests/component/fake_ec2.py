@@ -43,6 +43,9 @@ class FakeEc2:
     fail_next: list[errors.AwsError] = field(default_factory=list)
     #: new instances start in this state ("running", or "pending" to test launch-before-terminate)
     launch_state: str = "running"
+    #: (type, zone) -> factor: a price move of that pool from ``price_moved_at`` on
+    price_factor: dict[tuple[str, str], float] = field(default_factory=dict)
+    price_moved_at: dt.datetime | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def reset(self) -> None:
@@ -110,12 +113,18 @@ class FakeEc2:
         snap = market_mod.snapshot_at(
             market_mod.load_bundled_history(), self.market_time, lookback=dt.timedelta(hours=24)
         )
-        return [
+        out = [
             port.PricePoint(t, z, p.at, p.price)
             for (t, z), pts in snap.spot_history.items()
             for p in pts
             if not instance_types or t in instance_types
         ]
+        if self.price_moved_at is not None:
+            for (t, z), f in self.price_factor.items():
+                base = snap.spot_price(t, z)
+                if base is not None:
+                    out.append(port.PricePoint(t, z, self.price_moved_at, base * f))
+        return out
 
     async def subnets_by_zone(
         self, subnet_ids: Sequence[str] = (), tags: dict[str, str] | None = None

@@ -36,7 +36,7 @@ async def test_delete_terminates_everything_and_the_template() -> None:
 
 
 async def test_deletion_releases_the_policy_state() -> None:
-    fake, deps, body = await _launched()
+    _, deps, body = await _launched()
     uid = body["metadata"]["uid"]
     assert uid in deps.state.policies
     acct = next(iter(deps.state.accounts.values()))
