@@ -309,8 +309,8 @@ async def _observe_decide_act(
 ) -> tuple[status_mod.Observed, status_mod.Acted]:
     deps, now = ctx.deps, ctx.now
     region = spec.region
-    tenant = credentials.fingerprint(creds)
-    acct = deps.state.account(tenant, region)
+    account_id = await deps.state.account_of(credentials.fingerprint(creds), provider)
+    acct = deps.state.account(account_id, region)
     rs = deps.state.region(region)
     catalog = deps.catalog_for(region)
     policy = api.to_engine_policy(spec)

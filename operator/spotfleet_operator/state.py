@@ -2,8 +2,9 @@
 
 - per region (:class:`RegionState`): the market cache and the pools avoided after a
   capacity error or an interruption;
-- per account and region (:class:`AccountState`, keyed by the tenant's credentials
-  fingerprint): the shared sweep of owned instances, the launch templates, subnets;
+- per account and region (:class:`AccountState`, keyed by the AWS account id, which
+  each tenant's credentials fingerprint resolves to once): the shared sweep of owned
+  instances, the launch templates, subnets;
 - per policy (:class:`PolicyState`): the lock every write for the policy holds, the
   wake-up event of its reconcile loop, the rebalance replacements of the past hour,
   the instances known doomed, and the consecutive failure count.
@@ -216,6 +217,9 @@ class FleetState:
         self.regions: dict[str, RegionState] = {}
         self.accounts: dict[tuple[str, str], AccountState] = {}
         self.policies: dict[str, PolicyState] = {}
+        #: credentials fingerprint -> AWS account id (one lookup per tenant, shared)
+        self.tenants: dict[str, str] = {}
+        self._tenant_lookups: dict[str, asyncio.Future[str]] = {}
 
     def region(self, region: str) -> RegionState:
         rs = self.regions.get(region)
@@ -226,12 +230,35 @@ class FleetState:
             )
         return rs
 
-    def account(self, tenant: str, region: str) -> AccountState:
-        key = (tenant, region)
+    def account(self, account_id: str, region: str) -> AccountState:
+        key = (account_id, region)
         acct = self.accounts.get(key)
         if acct is None:
             acct = self.accounts[key] = AccountState(FleetSweep(self.sweep_max_age))
         return acct
+
+    async def account_of(self, tenant: str, provider: port.CloudProvider) -> str:
+        """The AWS account of the credentials ``tenant`` (their fingerprint), asked once
+        (concurrent askers share the one call)."""
+        known = self.tenants.get(tenant)
+        if known is not None:
+            return known
+        pending = self._tenant_lookups.get(tenant)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._tenant_lookups[tenant] = fut
+        try:
+            account = await provider.account_id()
+            self.tenants[tenant] = account
+            fut.set_result(account)
+            return account
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._tenant_lookups[tenant]
 
     def policy(self, uid: str, ref: str) -> PolicyState:
         ps = self.policies.get(uid)

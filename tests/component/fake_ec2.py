@@ -87,6 +87,10 @@ class FakeEc2:
             if i.state == "pending":
                 i.state = "running"
 
+    async def account_id(self) -> str:
+        self._enter("account_id")
+        return "123456789012"
+
     async def owned_instances(self, policy_uid: str | None = None) -> list[port.OwnedInstance]:
         self._enter("owned_instances")
         return sorted(

@@ -111,8 +111,8 @@ async def test_steady_reconciles_share_one_sweep_per_account() -> None:
         bodies.append(b)
     for b in bodies:
         await reconcile.run(b, deps, NOW)
-    shared = ("owned_instances", "spot_price_history", "launch_templates")
-    assert [fake.calls.count(c) for c in shared] == [1, 1, 1]  # once for the whole account
+    shared = ("account_id", "owned_instances", "spot_price_history", "launch_templates")
+    assert [fake.calls.count(c) for c in shared] == [1, 1, 1, 1]  # once for the whole account
     own = [c for c in fake.calls if c not in shared]
     assert len(own) <= 3 * len(bodies), own  # <= 3 AWS calls per policy to converge
     steady_from = len(fake.calls)
@@ -378,7 +378,7 @@ async def test_instances_of_a_deleted_policy_are_reported_not_terminated() -> No
     deps = make_deps(fake)
     deps.live_policy_uids = live
     await reconcile.run(policy(), deps, NOW)
-    acct = deps.state.account(_fingerprint(), "us-east-1")
+    acct = deps.state.account("123456789012", "us-east-1")
     assert set(acct.orphans) == orphan_ids
     assert (
         f"spotfleet_orphaned_instances {float(len(orphan_ids))}"
@@ -390,9 +390,3 @@ async def test_instances_of_a_deleted_policy_are_reported_not_terminated() -> No
     assert acct.orphan_scan_at == NOW and len(lists) == 1
     await reconcile.run(policy(), deps, NOW + dt.timedelta(minutes=6))
     assert acct.orphan_scan_at == NOW + dt.timedelta(minutes=6) and len(lists) == 2
-
-
-def _fingerprint() -> str:
-    from spotfleet_operator.aws import credentials
-
-    return credentials.StaticKeys.from_secret_data(KEYS, "x").fingerprint()

@@ -6,25 +6,31 @@ credentials. Values are checked when read (a pasted value with a newline or othe
 control character is refused, naming the key, never the value), never logged,
 and registered with the scrubber so no message the operator writes can carry them.
 
-Clients are created once and reused: every client comes from ONE boto3 session, so
-the service models are loaded and parsed once for the process (a session per tenant
-cost about 21 MiB each); a client per tenant costs about 1.5 MiB. Assumed-role
-clients are recreated shortly before their credentials expire.
+Clients are created once and shared by every tenant: ONE boto3 session and one client
+per (service, region); each call is signed with its tenant's keys, applied per call
+(:class:`ClientCache`). A session per tenant cost about 21 MiB each, a client per
+tenant about 1.4 MiB; a thousand tenants now cost what one does.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.config
+import botocore.credentials
+import botocore.exceptions
+import botocore.session
 
 from spotfleet_operator import scrub
+
+T = TypeVar("T")
 
 #: Keys accepted in a credentials Secret (first match wins).
 ACCESS_KEY_NAMES = ("aws_access_key_id", "AWS_ACCESS_KEY_ID", "accessKeyId")
@@ -123,16 +129,62 @@ def fingerprint(creds: TenantCredentials) -> str:
     return creds.fingerprint() if creds is not None else "operator"
 
 
+#: The tenant the current thread calls AWS for (set around each call, see :meth:`ClientCache.call`).
+_CALLER: contextvars.ContextVar[botocore.credentials.ReadOnlyCredentials | None] = (
+    contextvars.ContextVar("spotfleet_aws_caller", default=None)
+)
+
+
+class _PerCallCredentials(botocore.credentials.Credentials):
+    """botocore credentials that are whichever tenant's the calling thread acts for: the
+    signer asks for them at signing time, in the thread that makes the call. Without a
+    tenant (the operator's own calls) they are the default credential chain's."""
+
+    def __init__(self, fallback: Callable[[], botocore.credentials.Credentials | None]) -> None:
+        self._fallback = fallback
+        self.method = "spotfleet-per-call"
+
+    def get_frozen_credentials(self) -> botocore.credentials.ReadOnlyCredentials:
+        current = _CALLER.get()
+        if current is not None:
+            return current
+        own = self._fallback()
+        if own is None:
+            raise botocore.exceptions.NoCredentialsError()
+        frozen: botocore.credentials.ReadOnlyCredentials = own.get_frozen_credentials()
+        return frozen
+
+    # the plain attributes of Credentials, read through the current caller
+    access_key = property(lambda self: self.get_frozen_credentials().access_key, lambda s, v: None)
+    secret_key = property(lambda self: self.get_frozen_credentials().secret_key, lambda s, v: None)
+    token = property(lambda self: self.get_frozen_credentials().token, lambda s, v: None)
+    account_id = property(lambda self: None, lambda s, v: None)
+
+
+class _PerCallProvider(botocore.credentials.CredentialProvider):
+    METHOD = "spotfleet-per-call"
+    CANONICAL_NAME = "custom-spotfleet-per-call"
+
+    def __init__(self, creds: _PerCallCredentials) -> None:
+        super().__init__()
+        self._creds = creds
+
+    def load(self) -> botocore.credentials.Credentials:
+        return self._creds
+
+
 @dataclass
-class _Cached:
-    client: Any
-    expires: dt.datetime | None
+class _Assumed:
+    frozen: botocore.credentials.ReadOnlyCredentials
+    expires: dt.datetime
 
 
 class ClientCache:
-    """One boto3 client per (credentials fingerprint, region, service), all from one shared
-    session. Thread-safe (clients are created under a lock; boto3 clients themselves are
-    thread-safe). ``on_client`` is called once for each new client (metrics hooks)."""
+    """ONE boto3 client per (service, region) for every tenant: a tenant's keys are applied
+    per call (:meth:`call`), so a thousand tenants cost one set of clients, not a thousand
+    (botocore builds a client class with every API method per client: about 1.4 MiB for
+    EC2). Assumed roles are assumed with the operator's own identity and re-assumed before
+    they expire. Thread-safe. ``on_client`` is called once for each new client."""
 
     def __init__(
         self,
@@ -143,80 +195,87 @@ class ClientCache:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.endpoint_url = endpoint_url
-        self.config = config or botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10
-        )
+        self.config = config or client_config(20.0, 3, 10)
         self.refresh_margin = dt.timedelta(seconds=refresh_margin_s)
         self._on_client = on_client
         self._clock = clock
-        self._lock = threading.RLock()  # re-entered: an assumed role's client needs STS's
-        self._session = boto3.session.Session()
-        self._cache: dict[tuple[str, str, str], _Cached] = {}
+        self._lock = threading.RLock()
+        core = botocore.session.get_session()
+        default = botocore.session.get_session()  # the operator's own credential chain
+        own: list[botocore.credentials.Credentials | None] = []
+
+        def fallback() -> botocore.credentials.Credentials | None:
+            if not own:
+                own.append(default.get_credentials())
+            return own[0]
+
+        core.get_component("credential_provider").insert_before(
+            "env", _PerCallProvider(_PerCallCredentials(fallback))
+        )
+        self._session = boto3.session.Session(botocore_session=core)
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._assumed: dict[str, _Assumed] = {}
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._clients)
 
-    def client(self, service: str, creds: TenantCredentials, region: str) -> Any:
-        """The client for ``service`` acting as ``creds`` in ``region``."""
-        key = (fingerprint(creds), region, service)
-        now = self._clock()
+    def client(self, service: str, region: str) -> Any:
+        """The one client for ``service`` in ``region`` (use it inside :meth:`call`)."""
+        key = (service, region)
         with self._lock:
-            hit = self._cache.get(key)
-            if hit and (hit.expires is None or hit.expires - self.refresh_margin > now):
-                return hit.client
-            cached = self._make(service, creds, region)
-            self._cache[key] = cached
+            hit = self._clients.get(key)
+            if hit is not None:
+                return hit
+            c = self._session.client(  # type: ignore[call-overload]
+                service, region_name=region, endpoint_url=self.endpoint_url, config=self.config
+            )
+            self._clients[key] = c
         if self._on_client is not None:
-            self._on_client(service, cached.client)
-        return cached.client
+            self._on_client(service, c)
+        return c
+
+    def call(self, creds: TenantCredentials, region: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with every AWS call it makes (in this thread) signed as ``creds``."""
+        frozen = self._frozen(creds, region)
+        token = _CALLER.set(frozen)
+        try:
+            return fn()
+        finally:
+            _CALLER.reset(token)
 
     def forget(self, creds: TenantCredentials) -> None:
-        """Drop every client of ``creds`` (after AWS refused them)."""
-        fp = fingerprint(creds)
+        """Drop what is cached for ``creds`` (an assumed role is assumed again)."""
         with self._lock:
-            for key in [k for k in self._cache if k[0] == fp]:
-                del self._cache[key]
+            self._assumed.pop(fingerprint(creds), None)
 
-    def _raw(self, service: str, region: str, **keys: Any) -> Any:
-        return self._session.client(  # type: ignore[call-overload]
-            service,
-            region_name=region,
-            endpoint_url=self.endpoint_url,
-            config=self.config,
-            **keys,
-        )
-
-    def _make(self, service: str, creds: TenantCredentials, region: str) -> _Cached:
+    def _frozen(
+        self, creds: TenantCredentials, region: str
+    ) -> botocore.credentials.ReadOnlyCredentials | None:
         if creds is None:
-            return _Cached(self._raw(service, region), None)
+            return None
         if isinstance(creds, StaticKeys):
-            return _Cached(
-                self._raw(
-                    service,
-                    region,
-                    aws_access_key_id=creds.access_key_id,
-                    aws_secret_access_key=creds.secret_access_key,
-                    aws_session_token=creds.session_token,
-                ),
-                None,
+            return botocore.credentials.ReadOnlyCredentials(
+                creds.access_key_id, creds.secret_access_key, creds.session_token
             )
-        sts = self.client("sts", None, region) if service != "sts" else self._raw("sts", region)
+        fp = fingerprint(creds)
+        now = self._clock()
+        with self._lock:
+            hit = self._assumed.get(fp)
+            if hit is not None and hit.expires - self.refresh_margin > now:
+                return hit.frozen
         kwargs: dict[str, Any] = {"RoleArn": creds.role_arn, "RoleSessionName": creds.session_name}
         if creds.external_id:
             kwargs["ExternalId"] = creds.external_id
-        c = sts.assume_role(**kwargs)["Credentials"]
-        for v in (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]):
+        sts = self.client("sts", region)
+        out = self.call(None, region, lambda: sts.assume_role(**kwargs))["Credentials"]
+        for v in (out["AccessKeyId"], out["SecretAccessKey"], out["SessionToken"]):
             scrub.register(v)
-        expires = c["Expiration"]
+        expires = out["Expiration"]
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=dt.UTC)
-        return _Cached(
-            self._raw(
-                service,
-                region,
-                aws_access_key_id=c["AccessKeyId"],
-                aws_secret_access_key=c["SecretAccessKey"],
-                aws_session_token=c["SessionToken"],
-            ),
-            expires,
+        frozen = botocore.credentials.ReadOnlyCredentials(
+            out["AccessKeyId"], out["SecretAccessKey"], out["SessionToken"]
         )
+        with self._lock:
+            self._assumed[fp] = _Assumed(frozen, expires)
+        return frozen

@@ -88,13 +88,23 @@ class Ec2:
         self._tenant = credentials.fingerprint(self.creds)
 
     def client(self) -> EC2Client:
-        c: EC2Client = self.clients.client("ec2", self.creds, self.region)
+        """The shared EC2 client of the region (calls go through :meth:`_call`, which
+        signs them as this tenant)."""
+        c: EC2Client = self.clients.client("ec2", self.region)
         return c
 
     async def _call(self, op: str, fn: Callable[[], T]) -> T:
-        return await self.calls.run(self._tenant, op, fn)
+        creds, region = self.creds, self.region
+        return await self.calls.run(self._tenant, op, lambda: self.clients.call(creds, region, fn))
 
     # ---- observe ---------------------------------------------------------------
+
+    async def account_id(self) -> str:
+        def run() -> str:
+            sts: Any = self.clients.client("sts", self.region)
+            return str(sts.get_caller_identity()["Account"])
+
+        return await self._call("GetCallerIdentity", run)
 
     async def owned_instances(self, policy_uid: str | None = None) -> list[port.OwnedInstance]:
         filters = requests.owned_instances_filters(policy_uid)

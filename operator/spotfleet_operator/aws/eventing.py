@@ -17,8 +17,8 @@ def ensure_interruption_queue(
 ) -> str:
     """Create (idempotently) the queue, the rule and its target; return the queue URL.
     Blocking (boto3): call it from a thread in async code."""
-    sqs: Any = clients.client("sqs", None, region)
-    events: Any = clients.client("events", None, region)
+    sqs: Any = clients.client("sqs", region)
+    events: Any = clients.client("events", region)
     url = str(sqs.create_queue(QueueName=name)["QueueUrl"])
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"

@@ -34,6 +34,7 @@ OWNERSHIP_KEYS = (TAG_POLICY_UID, TAG_POLICY, TAG_POOL, TAG_MANAGED)
 #: The one definition of "mutating": the dry-run guard, the fake, the metrics and the
 #: tests (and the check of the stand-in cloud's own list) all read it.
 OPERATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "account_id": (("GetCallerIdentity",), False),
     "owned_instances": (("DescribeInstances",), False),
     "spot_price_history": (("DescribeSpotPriceHistory",), False),
     "subnets_by_zone": (("DescribeSubnets",), False),
@@ -152,6 +153,11 @@ class PricePoint:
 
 class CloudProvider(Protocol):
     """EC2 for one tenant in one region (see the module docstring for the contract)."""
+
+    async def account_id(self) -> str:
+        """The AWS account the credentials act in (STS GetCallerIdentity, which needs no
+        permission): tenants of one account share its instance sweep."""
+        ...
 
     async def owned_instances(self, policy_uid: str | None = None) -> list[OwnedInstance]:
         """Pending and running instances with the ownership tags: of ``policy_uid``, or of

@@ -82,7 +82,7 @@ class Queue:
         self.region = region
 
     def _sqs(self) -> Any:
-        return self.clients.client("sqs", None, self.region)
+        return self.clients.client("sqs", self.region)
 
     async def receive(self, wait_seconds: int = 1, max_messages: int = 10) -> list[Message]:
         """Up to ``max_messages`` messages (long poll of ``wait_seconds``)."""
@@ -106,7 +106,9 @@ class Queue:
                 )
             return msgs
 
-        return await self.calls.run("operator", "ReceiveMessage", run)
+        return await self.calls.run(
+            "operator", "ReceiveMessage", lambda: self.clients.call(None, self.region, run)
+        )
 
     async def delete(self, receipts: Sequence[str]) -> None:
         """Delete handled messages (batches of ten)."""
@@ -114,9 +116,13 @@ class Queue:
             batch = receipts[i : i + 10]
 
             def run(batch: Sequence[str] = batch) -> None:
-                self._sqs().delete_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(batch)],
+                self.clients.call(
+                    None,
+                    self.region,
+                    lambda: self._sqs().delete_message_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(batch)],
+                    ),
                 )
 
             await self.calls.run("operator", "DeleteMessageBatch", run)
@@ -130,4 +136,6 @@ class Queue:
                 QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=after_seconds
             )
 
-        await self.calls.run("operator", "ChangeMessageVisibility", run)
+        await self.calls.run(
+            "operator", "ChangeMessageVisibility", lambda: self.clients.call(None, self.region, run)
+        )
