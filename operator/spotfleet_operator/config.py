@@ -170,6 +170,14 @@ class OperatorConfig(pydantic.BaseModel):
     kube_workers: int = _f(
         4, "kubernetes", "Concurrent calls to the Kubernetes API (status, Events, Secrets).", ge=1
     )
+    kube_connections: int = _f(
+        24,
+        "kubernetes",
+        "Connections to the Kubernetes API shared by Kopf and the operator (plus one per "
+        "watched namespace for its watch); each costs a TLS buffer of 256 KiB.",
+        ge=4,
+        le=1024,
+    )
     secret_cache_seconds: float = _f(
         60.0,
         "kubernetes",

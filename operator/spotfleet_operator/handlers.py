@@ -128,8 +128,11 @@ def build_registry(
         return rt
 
     @kopf.on.login(registry=reg)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kube.login(kubeconfig)
+    async def login(memo: kopf.Memo, **_: Any) -> kopf.AiohttpSession | kopf.ConnectionInfo:
+        rt: startup.Runtime | None = memo.get(startup.MEMO_KEY)
+        if rt is None:
+            return kube.login(kubeconfig)
+        return rt.kube.kopf_session()  # Kopf and the operator share one bounded pool
 
     @kopf.on.startup(registry=reg)
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -151,7 +154,18 @@ def build_registry(
             raise kopf.PermanentError("the interruption drainer is not draining")
         return "draining"
 
-    @kopf.daemon(g, v, p, id=LOOP_ID, registry=reg, labels=labels, cancellation_timeout=30.0)
+    @kopf.daemon(
+        g,
+        v,
+        p,
+        id=LOOP_ID,
+        registry=reg,
+        labels=labels,
+        # on stop (deletion, shutdown) the loop leaves at once unless mid-reconcile:
+        # give that reconcile time to finish and write its status before cancelling it
+        cancellation_backoff=20.0,
+        cancellation_timeout=30.0,
+    )
     async def policy(body: kopf.Body, stopped: Any, memo: kopf.Memo, **_: Any) -> None:
         await policy_loop(body, stopped, rt_of(memo))
 

@@ -134,8 +134,10 @@ class Kube:
         secret_cache_seconds: float = 60.0,
         clock: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
         timeout_seconds: float = 30.0,
+        connections: int = 24,
     ) -> None:
         self.info = info
+        self._connections = connections
         self._sem = asyncio.Semaphore(workers)
         self._secret_ttl = secret_cache_seconds
         self._clock = clock
@@ -148,15 +150,28 @@ class Kube:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json", "User-Agent": "spotfleet"}
+            headers = {"User-Agent": "spotfleet"}
             headers.update(self.info.as_http_headers())
+            # bounded: Kopf shares this session (kopf_session), and an unbounded pool grows
+            # to one TLS connection per concurrent patch, 256 KiB of buffer each
             self._session = aiohttp.ClientSession(
-                base_url=self.info.server.rstrip("/") + "/",
                 headers=headers,
-                connector=aiohttp.TCPConnector(ssl=_ssl_context(self.info), limit=16),
-                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(
+                    ssl=_ssl_context(self.info), limit=self._connections
+                ),
             )
         return self._session
+
+    def kopf_session(self) -> kopf.AiohttpSession:
+        """This client's connection pool, for Kopf's own API calls (one bounded pool)."""
+        return kopf.AiohttpSession(
+            server=self.info.server,
+            default_namespace=self.info.default_namespace,
+            aiohttp_session=self._client(),
+        )
+
+    def _url(self, path: str) -> str:
+        return self.info.server.rstrip("/") + "/" + path.lstrip("/")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -170,11 +185,13 @@ class Kube:
         content_type: str = "application/json",
     ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
         async with self._sem:
             try:
                 async with self._client().request(
-                    method, path.lstrip("/"), data=data, headers=headers
+                    method, self._url(path), data=data, headers=headers, timeout=self._timeout
                 ) as r:
                     text = await r.text()
                     if r.status >= 400:

@@ -91,7 +91,12 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
     def cloud(creds: credentials.TenantCredentials, region: str) -> ec2.Ec2:
         return ec2.Ec2(clients, calls, creds, region)
 
-    k = kube.Kube(kube.login(kubeconfig), cfg.kube_workers, cfg.secret_cache_seconds)
+    k = kube.Kube(
+        kube.login(kubeconfig),
+        cfg.kube_workers,
+        cfg.secret_cache_seconds,
+        connections=cfg.kube_connections + len(cfg.namespaces),
+    )
     store: store_mod.Store | None = None
     if cfg.database_url:
         store = store_mod.Store(cfg.database_url, cfg.store_queue_size, m)

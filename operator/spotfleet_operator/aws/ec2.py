@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 T = TypeVar("T")
+#: How many requests' deadlines a paginated read gets (a full 72-hour price history is
+#: about a dozen pages).
+PAGED = 20
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
@@ -51,8 +54,11 @@ class Calls:
             sem = self._limits[tenant] = asyncio.Semaphore(self.per_tenant)
         return sem
 
-    async def run(self, tenant: str, op: str, fn: Callable[[], T]) -> T:
-        """``fn()`` on the pool as ``tenant``; AWS failures and the deadline become AwsError."""
+    async def run(self, tenant: str, op: str, fn: Callable[[], T], pages: int = 1) -> T:
+        """``fn()`` on the pool as ``tenant``; AWS failures and the deadline (``timeout``
+        per request, times ``pages`` for a paginated read: each page is a request of its
+        own, itself bounded by botocore's per-attempt timeouts) become AwsError."""
+        deadline = self.timeout * max(1, pages)
         loop = asyncio.get_running_loop()
         sem = self._limit(tenant)
         await sem.acquire()
@@ -61,11 +67,11 @@ class Calls:
         fut = loop.run_in_executor(self.pool, fn)
         fut.add_done_callback(lambda _: sem.release())
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+            return await asyncio.wait_for(asyncio.shield(fut), deadline)
         except TimeoutError:
             fut.add_done_callback(_consume)
             raise errors.AwsError(
-                op, "Timeout", f"no answer within {self.timeout:g} s", errors.ErrorClass.TRANSIENT
+                op, "Timeout", f"no answer within {deadline:g} s", errors.ErrorClass.TRANSIENT
             ) from None
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
             raise errors.AwsError.wrap(op, e) from None
@@ -93,9 +99,11 @@ class Ec2:
         c: EC2Client = self.clients.client("ec2", self.region)
         return c
 
-    async def _call(self, op: str, fn: Callable[[], T]) -> T:
+    async def _call(self, op: str, fn: Callable[[], T], pages: int = 1) -> T:
         creds, region = self.creds, self.region
-        return await self.calls.run(self._tenant, op, lambda: self.clients.call(creds, region, fn))
+        return await self.calls.run(
+            self._tenant, op, lambda: self.clients.call(creds, region, fn), pages
+        )
 
     # ---- observe ---------------------------------------------------------------
 
@@ -120,7 +128,7 @@ class Ec2:
                             out.append(owned)
             return sorted(out, key=lambda o: o.instance_id)
 
-        return await self._call("DescribeInstances", run)
+        return await self._call("DescribeInstances", run, PAGED)
 
     async def spot_price_history(
         self, start: dt.datetime, end: dt.datetime | None = None, instance_types: Sequence[str] = ()
@@ -136,13 +144,13 @@ class Ec2:
                         port.PricePoint(
                             row["InstanceType"],
                             row["AvailabilityZone"],
-                            row["Timestamp"],
+                            utc(row["Timestamp"]),
                             float(row["SpotPrice"]),
                         )
                     )
             return out
 
-        return await self._call("DescribeSpotPriceHistory", run)
+        return await self._call("DescribeSpotPriceHistory", run, PAGED)
 
     async def subnets_by_zone(
         self, subnet_ids: Sequence[str] = (), tags: dict[str, str] | None = None
@@ -175,7 +183,7 @@ class Ec2:
                     )
             return out
 
-        return await self._call("DescribeLaunchTemplates", run)
+        return await self._call("DescribeLaunchTemplates", run, PAGED)
 
     # ---- act -------------------------------------------------------------------
 
@@ -278,6 +286,12 @@ class Ec2:
         return await self._call("DeleteLaunchTemplate", run)
 
 
+def utc(t: dt.datetime) -> dt.datetime:
+    """``t`` as an aware UTC datetime (botocore hands out dateutil time zones, one object
+    per parsed timestamp: kept by the thousand in a market snapshot)."""
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
 def owned_instance(inst: Any) -> port.OwnedInstance | None:
     """An instance of a DescribeInstances answer as an OwnedInstance (None without our
     uid tag). A missing or malformed pool tag falls back to the instance's own type,
@@ -293,9 +307,7 @@ def owned_instance(inst: Any) -> port.OwnedInstance | None:
             model.Market.SPOT if inst.get("InstanceLifecycle") == "spot" else model.Market.ON_DEMAND
         )
         pool = model.Pool(inst["InstanceType"], inst["Placement"]["AvailabilityZone"], market)
-    launched = inst.get("LaunchTime") or dt.datetime.now(dt.UTC)
-    if launched.tzinfo is None:
-        launched = launched.replace(tzinfo=dt.UTC)
+    launched = utc(inst.get("LaunchTime") or dt.datetime.now(dt.UTC))
     return port.OwnedInstance(
         inst["InstanceId"],
         pool,
