@@ -120,7 +120,8 @@ def _value(shape: botocore.model.Shape, value: Any) -> str:
         return "true" if value else "false"
     if shape.type_name == "timestamp":
         at = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        at = at.astimezone(UTC)  # milliseconds, truncated (never later than the value)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
     return escape(str(value))
 
 
