@@ -244,15 +244,14 @@ class InstanceIndex:
         self._regions: dict[tuple[str, str], _Region] = {}
 
     def clear(self) -> None:
-        """Forget everything (rebuilt from moto, silently, on next use)."""
+        """Forget everything (rebuilt from moto on next use; what is there then is new)."""
         self._regions.clear()
 
     def _region(self, account: str, region: str) -> _Region:
         ec2 = backend.ec2(account, region)
         entry = self._regions.get((account, region))
         if entry is None or not entry.current(ec2):
-            entry = _Region(ec2)
-            entry.discover()
+            entry = _Region(ec2)  # its instances count as new for the next refresh
             self._regions[(account, region)] = entry
         return entry
 

@@ -1,11 +1,12 @@
 """RunInstances, guarded: capacity, quotas and idempotency in front of moto's launch.
 
+moto launches ``MinCount`` instances (it ignores ``MaxCount``), so the checks are on
+``MinCount``:
+
 - A pool the capacity book has run dry (or with fewer than ``MinCount`` left) answers
-  ``InsufficientInstanceCapacity`` with AWS's message; a limited pool with fewer than
-  ``MaxCount`` left launches what it has (``MinCount`` or more, as AWS does).
+  ``InsufficientInstanceCapacity`` with AWS's message.
 - Account quotas: ``VcpuLimitExceeded`` (on-demand vCPUs) or
-  ``MaxSpotInstanceCountExceeded`` when ``MinCount`` does not fit; ``MaxCount`` is
-  reduced to what fits otherwise.
+  ``MaxSpotInstanceCountExceeded`` when ``MinCount`` more instances do not fit.
 - A repeated ``ClientToken`` replays the first answer.
 - The template's market and placement are spelt out for moto, which ignores them.
 Everything else is moto's own RunInstances.
@@ -45,7 +46,6 @@ def handle(layer: MarketLayer, req: Request, environ: dict[str, Any]) -> replies
         market_type = launching.market_of(p, tmpl)
         pool = capacity.PoolKey(itype, launching.zone_of(ec2, req.region, p, tmpl), market_type)
         min_count = int(p.get("MinCount") or 1)
-        max_count = max(min_count, int(p.get("MaxCount") or min_count))
         room = layer.capacity.room(pool)
         if room is not None and room < min_count:
             message = layer.capacity.ice_message(pool, req.region)
@@ -54,10 +54,7 @@ def handle(layer: MarketLayer, req: Request, environ: dict[str, Any]) -> replies
         fits = budget.fits(itype)
         if fits is not None and fits < min_count:
             return replies.fail(layer, req, budget.code, budget.message)
-        allowed = min(n for n in (max_count, room, fits) if n is not None)
         extra = launching.from_template(req.params, tmpl, market_type)
-        if allowed < max_count:
-            extra["MaxCount"] = str(allowed)
         if extra:  # moto ignores the template's market and placement: say them explicitly
             raw = urlencode(dict(req.params, **extra)).encode()
             environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(raw), str(len(raw))
