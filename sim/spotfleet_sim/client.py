@@ -174,13 +174,15 @@ class SimClient:
         return self._capacity(pools, False)
 
     def mark_available(self, *pools: Pool) -> list[Pool]:
+        """Make pools available again (lifting any limit on them)."""
         return self._capacity(pools, True)
 
     def run_dry_on_next_spot_launch(self, count: int = 1) -> list[Pool]:
-        """The next ``count`` spot CreateFleet requests find their first pool out of
-        capacity: it is marked unavailable (as :meth:`mark_unavailable`) and the request
-        gets ``InsufficientInstanceCapacity`` for it. A shortage in whichever pool is
-        wanted next, whatever the planner picks."""
+        """Arm the scheduled fault ``dry_next_spot``: each of the next ``count`` spot
+        CreateFleet requests finds the pool it would land in out of capacity (the request
+        marks it unavailable, as :meth:`mark_unavailable`, and gets
+        ``InsufficientInstanceCapacity`` for it). A shortage in whichever pool is wanted
+        next, whatever the planner picks. Returns the pools unavailable now."""
         body = {"pools": [], "available": False, "dry_next_spot": count}
         return [Pool(**p) for p in self._call("POST", "capacity", body)["unavailable"]]
 
