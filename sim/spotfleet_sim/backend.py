@@ -244,7 +244,7 @@ class Instance:
     field from the real instance but the tags from here (moto's own lookup scans every
     tag of the region). Named as moto's class, whose name moto's serializer uses."""
 
-    __slots__ = ("_instance", "tag_set")
+    __slots__ = ("_instance", "tag_list", "tag_set")
 
     def __init__(self, instance: Any, tags: Mapping[str, str]) -> None:
         self._instance = instance
@@ -252,6 +252,7 @@ class Instance:
             {"resource_id": instance.id, "resource_type": "instance", "key": k, "value": v}
             for k, v in tags.items()
         ]
+        self.tag_list = self.tag_set  # moto's serializer may look under either name
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._instance, name)
