@@ -5,7 +5,7 @@ Run it with ``python -m spotfleet_sim --port N`` (or ``spotfleet sim``); drive i
 moto) load only when used.
 """
 
-from spotfleet_sim.client import Call, Clock, Pool, SimClient, SimError
+from spotfleet_sim.client import Call, CallCounts, Clock, Pool, SimClient, SimError
 
 __version__ = "0.1.0"
-__all__ = ["Call", "Clock", "Pool", "SimClient", "SimError"]
+__all__ = ["Call", "CallCounts", "Clock", "Pool", "SimClient", "SimError"]

@@ -6,17 +6,27 @@ place to check. moto is pinned (5.2.5) in pyproject.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from xml.sax.saxutils import escape
 
 import moto.core.models
+import moto.core.responses
+import moto.core.serialize
+import moto.core.utils
 import moto.ec2.models
+import moto.ec2.models.instance_types
 import moto.ec2.models.instances
+import moto.ec2.responses
+import moto.ec2.utils
 import moto.events.models
 import moto.iam.models
 import moto.moto_api._internal.models
@@ -93,6 +103,48 @@ def instance_state(inst: Any) -> str:
     return str(inst.state)
 
 
+def is_spot(inst: Any) -> bool:
+    return bool(inst.lifecycle == "spot")
+
+
+def vcpus(instance_type: str) -> int:
+    """Default vCPUs of an instance type (moto's catalog; 1 for a type it does not know)."""
+    info = moto.ec2.models.instance_types.INSTANCE_TYPES.get(instance_type) or {}
+    return int((info.get("VCpuInfo") or {}).get("DefaultVCpus") or 1)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Pending and running instances of an account in a region, as quotas count them."""
+
+    on_demand_vcpus: int
+    spot_instances: int
+
+
+def usage(account: str, region: str) -> Usage:
+    """What the account's pending/running instances in ``region`` use (from moto)."""
+    vcpu, spot = 0, 0
+    for reservation in list(ec2(account, region).reservations.values()):
+        for inst in list(reservation.instances):
+            if instance_state(inst) not in ("pending", "running"):
+                continue
+            if is_spot(inst):
+                spot += 1
+            else:
+                vcpu += vcpus(str(inst.instance_type))
+    return Usage(vcpu, spot)
+
+
+def tag_pattern(value: str) -> re.Pattern[str]:
+    """moto's reading of an EC2 filter value (``*``, ``?`` and ``[...]`` are wildcards)."""
+    return re.compile(moto.ec2.utils.simple_aws_filter_to_re(value))
+
+
+def is_pattern(value: str) -> bool:
+    """Whether moto would read ``value`` as more than a literal."""
+    return any(c in value for c in "*?[")
+
+
 def terminate_for_spot(account: str, region: str, instance_id: str) -> None:
     """Terminate as AWS reclaims a spot instance: state ``terminated``, spot state reason."""
     backend = ec2(account, region)
@@ -123,6 +175,12 @@ def ec2_event(
         "resources": [arn],
         "detail": detail,
     }
+
+
+def has_rules(account: str, region: str) -> bool:
+    """Whether the account's default EventBridge bus in ``region`` has any rule."""
+    bus = moto.events.models.events_backends[account][region].event_buses.get("default")
+    return bool(bus is not None and bus.rules)
 
 
 def emit(account: str, region: str, event: dict[str, Any]) -> int:
@@ -176,3 +234,78 @@ def iter_running_spot(instance_ids: Iterator[str]) -> Iterator[tuple[str, str, A
         found = find_instance(iid)
         if found and instance_state(found[2]) == "running" and found[2].lifecycle == "spot":
             yield found
+
+
+# -- DescribeInstances rendering ---------------------------------------------------
+
+
+class Instance:
+    """A moto instance seen through the layer's tag index: moto's serializer reads every
+    field from the real instance but the tags from here (moto's own lookup scans every
+    tag of the region). Named as moto's class, whose name moto's serializer uses."""
+
+    __slots__ = ("_instance", "tag_list", "tag_set")
+
+    def __init__(self, instance: Any, tags: Mapping[str, str]) -> None:
+        self._instance = instance
+        self.tag_set = [
+            {"resource_id": instance.id, "resource_type": "instance", "key": k, "value": v}
+            for k, v in tags.items()
+        ]
+        self.tag_list = self.tag_set  # moto's serializer may look under either name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._instance, name)
+
+
+def _describe_instances_body(reservations: list[Any]) -> str:
+    service = moto.core.utils.get_service_model("ec2")
+    operation = service.operation_model("DescribeInstances")
+    serializer = moto.core.serialize.get_serializer_class("ec2", "ec2")
+    context = moto.core.responses.ActionContext(
+        service,
+        operation,
+        serializer,
+        moto.ec2.responses.EC2Response,  # type: ignore[arg-type]
+    )
+    result = moto.core.responses.ActionResult({"Reservations": reservations, "NextToken": None})
+    _status, _headers, body = result.execute_result(context)
+    return str(body)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One instance as moto renders it in DescribeInstances, split at its reservation:
+    ``prefix`` + instance items + ``suffix`` is the reservation's ``<item>``."""
+
+    prefix: str
+    item: str
+    suffix: str
+
+
+def render_instance(reservation: Any, instance: Any, tags: Mapping[str, str]) -> Rendered:
+    """moto's XML for ``instance`` (with ``tags``) inside its reservation."""
+    shell = copy.copy(reservation)
+    shell.instances = [Instance(instance, tags)]
+    body = _describe_instances_body([shell])
+    start = body.index("<reservationSet>") + len("<reservationSet>")
+    res = body[start : body.rindex("</reservationSet>")]
+    i = res.index("<instancesSet>") + len("<instancesSet>")
+    j = res.rindex("</instancesSet>")
+    return Rendered(res[:i], res[i:j], res[j:])
+
+
+_ENVELOPE: list[tuple[str, str]] = []
+
+
+def describe_instances_xml(reservations: Sequence[str], next_token: str | None) -> bytes:
+    """A DescribeInstances response as moto writes it, from rendered reservation items."""
+    if not _ENVELOPE:
+        empty = _describe_instances_body([])
+        cut = empty.index("<reservationSet/>")
+        _ENVELOPE.append((empty[:cut], empty[cut + len("<reservationSet/>") :]))
+    head, tail = _ENVELOPE[0]
+    token = f"<nextToken>{escape(next_token)}</nextToken>" if next_token else ""
+    body = "".join(reservations)
+    middle = f"<reservationSet>{body}</reservationSet>" if body else "<reservationSet/>"
+    return f"{head}{token}{middle}{tail}".encode()

@@ -19,6 +19,7 @@ def is_mutating(operation: str) -> bool:
 class CallRecord:
     """One call: who answered it, how, and whether the layer injected or detected a problem.
 
+    ``sim_time`` is the reported clock's time of the call (never later than ``wall_time``).
     ``handled_by``: ``layer`` (answered by the market layer), ``moto`` (passed through)
     or ``sim`` (layer-initiated actions such as interruptions); control-API calls are
     not logged. ``unimplemented`` marks calls moto could not serve.

@@ -1,7 +1,9 @@
-"""The stand-in cloud's own clock: real time, accelerated, frozen or set by a control call.
+"""A settable clock that runs at any speed: the stand-in cloud's market clock.
 
-Sim time is a UTC ``datetime``. It advances ``speed`` sim-seconds per wall-second
-from an anchor; ``set`` moves the anchor. ``speed == 0`` freezes the clock.
+Its time is a UTC ``datetime``. It advances ``speed`` seconds per wall second from an
+anchor; ``set`` moves the anchor; ``speed == 0`` freezes it. The layer runs it in
+history time and reports times through :mod:`spotfleet_sim.timeline`, which keeps
+what clients see from ever passing the wall clock.
 """
 
 from __future__ import annotations

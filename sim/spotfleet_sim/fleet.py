@@ -85,6 +85,35 @@ def _prio(c: Candidate) -> float:
     return math.inf if c.priority is None else c.priority
 
 
+def _no_room(cand: Candidate) -> int | None:
+    return None
+
+
+def _no_shortage(cand: Candidate) -> tuple[str, str]:
+    return ("InsufficientInstanceCapacity", ice_message(cand.instance_type, cand.zone))
+
+
+def _one(cand: Candidate) -> float:
+    return 1.0
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Limits on one allocation, all optional (pure functions of the candidate).
+
+    ``room(c)``: how many more instances the pool can launch (None = unlimited);
+    ``short(c)``: the (code, message) for a pool that runs out before the target is met.
+    ``quota_left``: an account-wide budget in units of ``quota_cost(c)`` per instance
+    (None = unlimited), and ``quota_error`` for a pool whose next instance would exceed it.
+    """
+
+    room: Callable[[Candidate], int | None] = _no_room
+    short: Callable[[Candidate], tuple[str, str]] = _no_shortage
+    quota_left: float | None = None
+    quota_cost: Callable[[Candidate], float] = _one
+    quota_error: tuple[str, str] = ("", "")
+
+
 def allocate(
     cands: Sequence[Candidate],
     market: str,
@@ -92,43 +121,67 @@ def allocate(
     target_units: float,
     refuse: Callable[[Candidate], tuple[str, str] | None],
     pools_to_use: int = 1,
+    caps: Caps | None = None,
 ) -> Allocation:
-    """Decide launches for ``target_units`` of ``market`` capacity.
+    """Decide launches for ``target_units`` of ``market`` capacity (pure).
 
     ``refuse(c)`` returns (error code, message) when the pool cannot launch now.
     Pools are tried in strategy order; a refused pool is reported once and skipped.
     ``diversified`` spreads over every usable pool, ``lowest-price`` over
-    ``pools_to_use`` pools, the others fill one pool.
+    ``pools_to_use`` pools, the others fill one pool. Instances go round-robin over
+    the pools in use; with ``caps``, a pool that runs short or whose next instance
+    would exceed the quota is reported (after whatever it did launch: a partial fill)
+    and the next pool in strategy order takes its place.
     """
     alloc = Allocation()
     if target_units <= 0 or not cands:
         return alloc
+    caps = caps or Caps()
     if market == SPOT and strategy == "diversified":
         wanted = len(cands)
     elif market == SPOT and strategy in ("lowest-price", "lowestPrice"):
         wanted = max(1, pools_to_use)
     else:
         wanted = 1
-    usable: list[Candidate] = []
-    ranked = order(cands, market, strategy)
-    for cand in ranked:
-        if len(usable) >= wanted:
-            break
-        refusal = refuse(cand)
-        if refusal is not None:
-            alloc.errors.append((cand, refusal[0], refusal[1]))
+    queue = iter(order(cands, market, strategy))
+    admitted: list[Candidate] = []
+    active: list[Candidate] = []
+    counts: dict[int, int] = {}
+
+    def admit() -> bool:
+        for cand in queue:
+            refusal = refuse(cand)
+            if refusal is not None:
+                alloc.errors.append((cand, refusal[0], refusal[1]))
+                continue
+            admitted.append(cand)
+            active.append(cand)
+            counts[cand.index] = 0
+            return True
+        return False
+
+    while len(active) < wanted and admit():
+        pass
+    units, used, i = 0.0, 0.0, 0
+    while units < target_units and (active or admit()):
+        i %= len(active)
+        cand = active[i]
+        room = caps.room(cand)
+        error: tuple[str, str] | None = None
+        if room is not None and counts[cand.index] >= room:
+            error = caps.short(cand)
+        elif caps.quota_left is not None and used + caps.quota_cost(cand) > caps.quota_left:
+            error = caps.quota_error
+        if error is not None:
+            alloc.errors.append((cand, error[0], error[1]))
+            active.pop(i)
+            admit()
             continue
-        usable.append(cand)
-    if not usable:
-        return alloc
-    counts = [0] * len(usable)
-    units = 0.0
-    i = 0
-    while units < target_units:
-        counts[i] += 1
-        units += usable[i].weight
-        i = (i + 1) % len(usable)
-    alloc.launches = [(c, n) for c, n in zip(usable, counts, strict=True) if n > 0]
+        counts[cand.index] += 1
+        units += cand.weight
+        used += caps.quota_cost(cand)
+        i += 1
+    alloc.launches = [(c, counts[c.index]) for c in admitted if counts[c.index] > 0]
     alloc.units = units
     return alloc
 

@@ -1,13 +1,20 @@
-"""Spot interruptions: EC2 events through EventBridge, then termination after the notice.
+"""EC2 events through EventBridge: spot interruptions, rebalance recommendations, state changes.
 
 A control call (or the optional hazard mode) sends AWS's "EC2 Instance Rebalance
 Recommendation" and/or "EC2 Spot Instance Interruption Warning" events for an
 instance through the account's default EventBridge bus (so the user's rules and
 SQS targets receive them exactly as on AWS), and, for a warning, terminates the
-instance ``notice_seconds`` of sim time later with state reason
+instance ``notice_seconds`` of market time later with state reason
 ``Server.SpotInstanceTermination``. A background thread drives due terminations
-and the hazard draws; it follows the sim clock, so a frozen clock delays them
-and setting the clock forward fires them.
+and the hazard draws; it follows the market clock, so a frozen clock delays them
+and moving the clock forward fires them.
+
+Every instance state change the layer sees (launches, TerminateInstances,
+Stop/Start, spot terminations) is sent as AWS's "EC2 Instance State-change
+Notification" (``detail: {"instance-id", "state"}``), one event per state AWS
+passes through (a launch: ``pending`` then ``running``; a termination:
+``shutting-down`` then ``terminated``). Event times are the reported clock's
+(never later than the wall clock; see :mod:`spotfleet_sim.timeline`).
 """
 
 from __future__ import annotations
@@ -17,17 +24,33 @@ import heapq
 import math
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from spotfleet_sim import backend, calllog, clock, market
+from spotfleet_sim import backend, calllog, index, market, timeline
 
 REBALANCE = "EC2 Instance Rebalance Recommendation"
 WARNING = "EC2 Spot Instance Interruption Warning"
+STATE_CHANGE = "EC2 Instance State-change Notification"
 KINDS = ("rebalance", "interruption", "both")
 DEFAULT_NOTICE_SECONDS = 120.0
+
+#: The states AWS passes through between two states moto shows (None: a new instance).
+_PATHS: dict[tuple[str | None, str], tuple[str, ...]] = {
+    (None, "running"): ("pending", "running"),
+    ("running", "terminated"): ("shutting-down", "terminated"),
+    ("stopped", "terminated"): ("shutting-down", "terminated"),
+    ("running", "stopped"): ("stopping", "stopped"),
+    ("stopped", "running"): ("pending", "running"),
+}
+
+
+def states_between(old: str | None, new: str) -> tuple[str, ...]:
+    """The states a state-change notification reports, in order, for ``old`` -> ``new``."""
+    return _PATHS.get((old, new), ("pending", new) if old is None and new != "pending" else (new,))
 
 
 @dataclass(frozen=True)
@@ -49,25 +72,30 @@ class Interrupter:
 
     def __init__(
         self,
-        sim_clock: clock.SimClock,
+        clock: timeline.Timeline,
         log: calllog.CallLog,
         advisor: Callable[[], market.Advisor],
+        terminate: Callable[[str, str, str], None],
         notice_seconds: float = DEFAULT_NOTICE_SECONDS,
         tick_seconds: float = 0.05,
     ) -> None:
-        self.clock = sim_clock
+        """``terminate(account, region, instance_id)`` reclaims a spot instance (the layer
+        does it under its state lock and sends the state changes)."""
+        self.clock = clock
         self.log = log
+        self._terminate = terminate
         self._advisor = advisor
         self.notice_seconds = notice_seconds
         self._tick = tick_seconds
         self._lock = threading.RLock()
-        self._due: list[tuple[float, int, str, str, str]] = []  # (sim epoch, n, acct, region, id)
+        # (history epoch due, n, account, region, instance id)
+        self._due: list[tuple[float, int, str, str, str]] = []
         self._n = 0
         self.tracked: dict[str, Tracked] = {}
         self.hazard_enabled = False
         self.hazard_multiplier = 1.0
         self._rng = random.Random(0)
-        self._last_hazard: datetime | None = None
+        self._last_hazard: float | None = None  # history epoch of the last draw
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,14 +135,24 @@ class Interrupter:
             self.hazard_multiplier = multiplier
             if seed is not None:
                 self._rng.seed(seed)
-            self._last_hazard = self.clock.now()
+            self._last_hazard = self.clock.now().history
 
     def pending(self) -> list[dict[str, Any]]:
+        """Scheduled terminations: ``terminate_at_history`` (market time, ISO) and
+        ``terminate_at_epoch`` (reported time at the current speed; None when frozen)."""
+        now = self.clock.now()
         with self._lock:
-            return [
-                {"instance_id": iid, "terminate_at_epoch": at, "account": acct, "region": region}
-                for at, _n, acct, region, iid in sorted(self._due)
-            ]
+            due = sorted(self._due)
+        return [
+            {
+                "instance_id": iid,
+                "terminate_at_epoch": _projected(now, at),
+                "terminate_at_history": datetime.fromtimestamp(at, UTC).isoformat(),
+                "account": acct,
+                "region": region,
+            }
+            for at, _n, acct, region, iid in due
+        ]
 
     # -- the control call --------------------------------------------------
     def interrupt(
@@ -139,7 +177,8 @@ class Interrupter:
                 raise InterruptionError(f"{iid} is not a spot instance")
             found.append((account, region, iid))
         now = self.clock.now()
-        terminate_at = now + timedelta(seconds=notice)
+        sent = now.reported_dt
+        due = now.history + notice
         delivered: dict[str, int] = {}
         with self._lock:
             for account, region, iid in found:
@@ -147,37 +186,61 @@ class Interrupter:
                 matched = 0
                 if kind in ("rebalance", "both"):
                     event = backend.ec2_event(
-                        account, region, REBALANCE, {"instance-id": iid}, now, arn
+                        account, region, REBALANCE, {"instance-id": iid}, sent, arn
                     )
                     matched += backend.emit(account, region, event)
-                    self._record("RebalanceRecommendation", region, iid, now)
+                    self._record("RebalanceRecommendation", region, iid, sent)
                 if kind in ("interruption", "both"):
                     event = backend.ec2_event(
                         account,
                         region,
                         WARNING,
                         {"instance-id": iid, "instance-action": "terminate"},
-                        now,
+                        sent,
                         arn,
                     )
                     matched += backend.emit(account, region, event)
-                    self._record("SpotInterruptionWarning", region, iid, now)
+                    self._record("SpotInterruptionWarning", region, iid, sent)
                     self._n += 1
-                    heapq.heappush(
-                        self._due, (terminate_at.timestamp(), self._n, account, region, iid)
-                    )
+                    heapq.heappush(self._due, (due, self._n, account, region, iid))
                 delivered[iid] = matched
+        projected = _projected(now, due)
         return {
             "instance_ids": [f[2] for f in found],
             "kind": kind,
-            "sent_at": now.isoformat(),
-            "terminate_at": terminate_at.isoformat() if kind != "rebalance" else None,
+            "sent_at": sent.isoformat(),
+            "terminate_at": (
+                datetime.fromtimestamp(projected, UTC).isoformat()
+                if kind != "rebalance" and projected is not None
+                else None
+            ),
+            "terminate_at_history": (
+                datetime.fromtimestamp(due, UTC).isoformat() if kind != "rebalance" else None
+            ),
             "rules_matched": delivered,
         }
 
+    def state_changed(self, changes: list[index.Change]) -> int:
+        """Send the state-change notifications for ``changes``; returns deliveries."""
+        if not changes:
+            return 0
+        sent = self.clock.now().reported_dt
+        delivered = 0
+        for change in changes:
+            if not backend.has_rules(change.account, change.region):
+                continue
+            arn = backend.instance_arn(change.account, change.region, change.instance_id)
+            for state in states_between(change.old, change.new):
+                detail = {"instance-id": change.instance_id, "state": state}
+                event = backend.ec2_event(
+                    change.account, change.region, STATE_CHANGE, detail, sent, arn
+                )
+                delivered += backend.emit(change.account, change.region, event)
+        return delivered
+
     def _record(self, operation: str, region: str, iid: str, now: datetime) -> None:
         self.log.append(
-            wall_time=datetime.now().timestamp(),
+            wall_time=time.time(),
             sim_time=now.isoformat(),
             service="ec2",
             region=region,
@@ -194,24 +257,24 @@ class Interrupter:
         now = self.clock.now()
         due: list[tuple[str, str, str]] = []
         with self._lock:
-            while self._due and self._due[0][0] <= now.timestamp():
+            while self._due and self._due[0][0] <= now.history:
                 _at, _n, account, region, iid = heapq.heappop(self._due)
                 due.append((account, region, iid))
         for account, region, iid in due:
             hit = backend.find_instance(iid)
             if hit is None or backend.instance_state(hit[2]) in ("terminated", "shutting-down"):
                 continue
-            backend.terminate_for_spot(account, region, iid)
-            self._record("SpotTermination", region, iid, now)
-        self._hazard(now)
+            self._terminate(account, region, iid)
+            self._record("SpotTermination", region, iid, now.reported_dt)
+        self._hazard(now.history)
 
-    def _hazard(self, now: datetime) -> None:
+    def _hazard(self, now: float) -> None:
         with self._lock:
             if not self.hazard_enabled:
                 return
-            last = self._last_hazard or now
+            last = now if self._last_hazard is None else self._last_hazard
             self._last_hazard = now
-            dt = (now - last).total_seconds()
+            dt = now - last
             if dt <= 0:
                 return
             candidates = list(self.tracked.items())
@@ -239,8 +302,8 @@ class Interrupter:
                 self.step()
             except Exception as exc:  # keep the thread alive; record what went wrong
                 self.log.append(
-                    wall_time=datetime.now().timestamp(),
-                    sim_time=self.clock.now().isoformat(),
+                    wall_time=time.time(),
+                    sim_time=self.clock.now().reported_dt.isoformat(),
                     service="sim",
                     region="",
                     operation="InterruptionTick",
@@ -250,3 +313,10 @@ class Interrupter:
                     error_code="InternalError",
                     detail=repr(exc),
                 )
+
+
+def _projected(now: timeline.Instant, history_due: float) -> float | None:
+    """Reported epoch at which market time ``history_due`` arrives at the current speed."""
+    if now.speed <= 0:
+        return None
+    return now.reported + max(0.0, history_due - now.history) / now.speed

@@ -7,9 +7,10 @@ gzip or plain); by default the bundled 2021 us-east-1 Linux file in
 snapshot (one snapshot, so scores do not vary with time); advisor bands from the
 bundled Spot Instance Advisor snapshots (latest snapshot per type).
 
-Time is mapped, not shifted silently: a history point at ``t`` is shown at sim
-time ``t + offset`` (see :mod:`spotfleet_sim.layer`). Prices are kept as the
-source strings (USD per instance-hour) so responses repeat them exactly.
+Times here are history times (epoch seconds of the data); the layer reports them
+through its timeline (:mod:`spotfleet_sim.timeline`), never later than the wall
+clock. Prices are kept as the source strings (USD per instance-hour) so responses
+repeat them exactly.
 """
 
 from __future__ import annotations

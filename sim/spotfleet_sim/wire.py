@@ -32,7 +32,22 @@ ERROR_STATUS = {
     "InvalidLaunchTemplateName.NotFoundException": 400,
     "InvalidLaunchTemplateId.NotFound": 400,
     "NotImplementedBySimulator": 501,
+    "ServiceUnavailable": 503,
+    "BadGateway": 502,
+    "GatewayTimeout": 504,
+    "VcpuLimitExceeded": 400,
+    "MaxSpotInstanceCountExceeded": 400,
 }
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601 (or epoch seconds) to an aware UTC datetime."""
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        pass
+    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def parse_query(body: bytes) -> dict[str, str]:
@@ -105,7 +120,8 @@ def _value(shape: botocore.model.Shape, value: Any) -> str:
         return "true" if value else "false"
     if shape.type_name == "timestamp":
         at = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        at = at.astimezone(UTC)  # milliseconds, truncated (never later than the value)
+        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
     return escape(str(value))
 
 

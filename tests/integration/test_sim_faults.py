@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import boto3
 import botocore.config
 import botocore.exceptions
 import botocore.parsers
 import pytest
 
+from spotfleet_sim import client as sim_client
 from tests.fixtures.cloud import Cloud, MotoServer, moto_failures
 
 pytestmark = pytest.mark.integration
@@ -123,3 +127,108 @@ def test_moto_server_fixture_serves_plain_moto(moto_server: MotoServer) -> None:
     assert len(ec2.describe_instances()["Reservations"]) == 1
     price = ec2.describe_spot_price_history(InstanceTypes=["m5.large"])["SpotPriceHistory"][0]
     assert price["SpotPrice"] == "0.00001"  # moto's placeholder, the reason the layer exists
+
+
+def _tenant(cloud: Cloud, key: str, **config: Any) -> Any:
+    """A boto3 EC2 client signing with its own access key id (one tenant's credentials)."""
+    return boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=cloud.endpoint_url,
+        aws_access_key_id=key,
+        aws_secret_access_key="testing",
+        config=botocore.config.Config(**config) if config else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(500, "InternalError"), (502, "502"), (503, "ServiceUnavailable"), (504, "504")],
+)
+def test_a_5xx_burst_is_retried_by_botocore_and_then_surfaces(
+    cloud_reset: Cloud, status: int, code: str
+) -> None:
+    ec2 = cloud_reset.boto3_client("ec2", config=_standard(4))
+    cloud_reset.client.inject_5xx_burst(3, status=status, operation="DescribeInstances")
+    assert ec2.describe_instances()["ResponseMetadata"]["RetryAttempts"] == 3
+    calls = [c for c in cloud_reset.client.calls() if c.operation == "DescribeInstances"]
+    assert [(c.status, c.injected) for c in calls] == [(status, True)] * 3 + [(200, False)]
+    cloud_reset.client.inject_5xx_burst(2, status=status)  # any operation
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        cloud_reset.boto3_client("ec2", config=_standard(2)).describe_regions()
+    assert err.value.response["Error"]["Code"] == code
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    with pytest.raises(sim_client.SimError) as refused:
+        cloud_reset.client.inject_5xx_burst(1, status=418)
+    assert refused.value.status == 400
+
+
+def test_faults_can_be_aimed_at_one_tenant(cloud_reset: Cloud) -> None:
+    a, b = _tenant(cloud_reset, "AKIDTENANTA"), _tenant(cloud_reset, "AKIDTENANTB")
+    cloud_reset.client.inject_fault(
+        "DescribeInstances", "UnauthorizedOperation", count=1, access_key_id="AKIDTENANTA"
+    )
+    b.describe_instances()  # not aimed at b: answered, and the rule is still armed
+    assert cloud_reset.client.faults()[0]["injected"] == 0
+    with pytest.raises(botocore.exceptions.ClientError) as err:
+        a.describe_instances()
+    assert err.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    a.describe_instances()
+
+
+def test_a_hung_tenant_does_not_starve_another(cloud_reset: Cloud) -> None:
+    hung = _tenant(cloud_reset, "AKIDHUNG", read_timeout=300, retries={"total_max_attempts": 1})
+    other = _tenant(cloud_reset, "AKIDOTHER")
+    cloud_reset.client.inject_hang(300, operation="DescribeInstances", access_key_id="AKIDHUNG")
+    answer: dict[str, Any] = {}
+    caller = threading.Thread(target=lambda: answer.update(resp=hung.describe_instances()))
+    caller.start()
+    deadline = time.monotonic() + 30
+    while cloud_reset.client.hangs()[0]["holding"] != 1:
+        assert time.monotonic() < deadline, "the hung call never arrived"
+        time.sleep(0.05)
+    # while the hung tenant's call is held, the other tenant is answered, same operation
+    launched = other.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+    assert (
+        other.describe_instances()["Reservations"][0]["Instances"][0]["InstanceId"]
+        == (launched["Instances"][0]["InstanceId"])
+    )
+    assert caller.is_alive() and cloud_reset.client.hangs()[0]["holding"] == 1
+    cloud_reset.client.clear_hangs()  # releases the held call: it gets its real answer
+    caller.join(timeout=60)
+    assert not caller.is_alive()
+    assert len(answer["resp"]["Reservations"]) == 1  # answered after the launch it waited out
+    held = [c for c in cloud_reset.client.calls() if c.detail and "hang fault" in c.detail]
+    assert [(c.operation, c.status) for c in held] == [("DescribeInstances", 200)]
+
+
+def test_a_counted_hang_holds_only_the_next_calls(cloud_reset: Cloud) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.inject_hang(0.2, count=1)  # any operation, once
+    ec2.describe_instances()
+    ec2.describe_instances()
+    assert [(h["hung"], h["holding"]) for h in cloud_reset.client.hangs()] == [(1, 0)]
+    held = [c.seq for c in cloud_reset.client.calls() if c.detail and "hang fault" in c.detail]
+    assert len(held) == 1
+
+
+def test_calls_are_counted_per_operation_and_access_key(cloud_reset: Cloud) -> None:
+    a = _tenant(cloud_reset, "AKIDCOUNTA", retries={"mode": "standard", "total_max_attempts": 3})
+    b = _tenant(cloud_reset, "AKIDCOUNTB")
+    assert cloud_reset.client.call_counts().total == 0  # reset cleared them
+    cloud_reset.client.inject_fault(
+        "DescribeInstances", "RequestLimitExceeded", count=1, access_key_id="AKIDCOUNTA"
+    )
+    a.describe_instances()  # one throttled attempt + the retry: two calls
+    a.describe_instances()
+    b.describe_instances()
+    b.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)
+    counts = cloud_reset.client.call_counts()
+    assert counts.of("DescribeInstances", "AKIDCOUNTA") == 3
+    assert counts.of("DescribeInstances", "AKIDCOUNTB") == 1
+    assert counts.of("RunInstances", "AKIDCOUNTB") == 1
+    assert counts.of("RunInstances", "AKIDCOUNTA") == 0
+    assert counts.of("DescribeInstances") == 4
+    assert counts.total == 5  # control-API calls are not counted
+    cloud_reset.client.reset_call_counts()
+    assert cloud_reset.client.call_counts().total == 0

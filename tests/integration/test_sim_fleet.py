@@ -327,3 +327,119 @@ def test_the_next_spot_launch_runs_its_pool_dry_once(cloud_reset: Cloud) -> None
     assert len(again["Errors"]) == 1
     assert [_zone(i) for i in again["Instances"]] == [runner_up]
     assert cloud_reset.client.unavailable() == [sim_client.Pool("m5.large", cheapest, "spot")]
+
+
+def test_every_override_that_cannot_be_filled_is_reported_with_its_own_code(
+    cloud_reset: Cloud,
+) -> None:
+    """One instant fleet over four pools: a dry pool, a price cap below the spot price, a
+    pool with two instances left (filled part-way) and an open pool that takes the rest."""
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.set_clock(speed=0)
+    tid = _template(ec2)
+    a, b, c, d = ZONES
+    cloud_reset.client.mark_unavailable(sim_client.Pool("m5.large", a, "spot"))
+    assert cloud_reset.client.limit_capacity(sim_client.Pool("m5.large", c, "spot"), 2) == {
+        sim_client.Pool("m5.large", c, "spot"): 2
+    }
+    overrides: list[dict[str, Any]] = [
+        {"InstanceType": "m5.large", "AvailabilityZone": a},
+        {"InstanceType": "m5.large", "AvailabilityZone": b, "MaxPrice": "0.0001"},
+        {"InstanceType": "m5.large", "AvailabilityZone": c},
+        {"InstanceType": "m5.large", "AvailabilityZone": d},
+    ]
+    fleet = _fleet(
+        ec2,
+        tid,
+        overrides,
+        SpotOptions={"AllocationStrategy": "diversified"},
+        TargetCapacitySpecification={"TotalTargetCapacity": 8, "DefaultTargetCapacityType": "spot"},
+    )
+    assert sorted((_zone(e), e["ErrorCode"], e["Lifecycle"]) for e in fleet["Errors"]) == [
+        (a, "InsufficientInstanceCapacity", "spot"),
+        (b, "SpotMaxPriceTooLow", "spot"),
+        (c, "InsufficientInstanceCapacity", "spot"),
+    ]
+    assert {_zone(e): e["ErrorMessage"] for e in fleet["Errors"]}[b].startswith(
+        "Your Spot request price of 0.0001 is lower than"
+    )
+    launched = {_zone(i): len(i["InstanceIds"]) for i in fleet["Instances"]}
+    assert launched == {c: 2, d: 6}  # the partial fill and the errors come together
+    ids = [iid for i in fleet["Instances"] for iid in i["InstanceIds"]]
+    assert len(_instances(ec2, ids)) == 8
+    assert cloud_reset.client.limited() == {sim_client.Pool("m5.large", c, "spot"): 0}
+    cloud_reset.client.mark_available(sim_client.Pool("m5.large", c, "spot"))
+    assert cloud_reset.client.limited() == {}
+
+
+def test_a_limited_cheapest_pool_is_filled_part_way_and_the_next_takes_over(
+    cloud_reset: Cloud,
+) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    cloud_reset.client.set_clock(speed=0)
+    prices = _spot_prices(ec2, "m5.large")
+    ranked = sorted((z for z in ZONES if z in prices), key=lambda z: prices[z])
+    cheapest, runner_up = ranked[0], ranked[1]
+    tid = _template(ec2)
+    cloud_reset.client.limit_capacity(sim_client.Pool("m5.large", cheapest, "spot"), 1)
+    overrides = [{"InstanceType": "m5.large", "AvailabilityZone": z} for z in ZONES]
+    fleet = _fleet(ec2, tid, overrides, SpotOptions={"AllocationStrategy": "lowest-price"})
+    assert [(e["ErrorCode"], _zone(e)) for e in fleet["Errors"]] == [
+        ("InsufficientInstanceCapacity", cheapest)
+    ]
+    assert [(_zone(i), len(i["InstanceIds"])) for i in fleet["Instances"]] == [
+        (cheapest, 1),
+        (runner_up, 3),
+    ]
+    # nothing left there now: the next request skips it from the start
+    again = _fleet(ec2, tid, overrides, SpotOptions={"AllocationStrategy": "lowest-price"})
+    assert [(_zone(i), len(i["InstanceIds"])) for i in again["Instances"]] == [(runner_up, 4)]
+    assert [_zone(e) for e in again["Errors"]] == [cheapest]
+
+
+def test_on_demand_and_spot_errors_in_one_request_and_nothing_below_min_target(
+    cloud_reset: Cloud,
+) -> None:
+    ec2 = cloud_reset.boto3_client("ec2")
+    tid = _template(ec2)
+    cloud_reset.client.mark_unavailable(
+        sim_client.Pool("c5.large", "us-east-1a"),  # both markets
+        sim_client.Pool("m5.large", "us-east-1a", "spot"),
+    )
+    cloud_reset.client.limit_capacity(sim_client.Pool("m5.large", "us-east-1b", "spot"), 1)
+    overrides = [
+        {"InstanceType": "c5.large", "AvailabilityZone": "us-east-1a", "Priority": 1.0},
+        {"InstanceType": "m5.large", "AvailabilityZone": "us-east-1a", "Priority": 2.0},
+        {"InstanceType": "m5.large", "AvailabilityZone": "us-east-1b", "Priority": 3.0},
+    ]
+    fleet = _fleet(
+        ec2,
+        tid,
+        overrides,
+        TargetCapacitySpecification={
+            "TotalTargetCapacity": 4,
+            "OnDemandTargetCapacity": 1,
+            "DefaultTargetCapacityType": "spot",
+        },
+        OnDemandOptions={"AllocationStrategy": "prioritized"},
+        SpotOptions={"AllocationStrategy": "diversified", "MinTargetCapacity": 3},
+    )
+    assert [
+        (
+            e["Lifecycle"],
+            e["LaunchTemplateAndOverrides"]["Overrides"]["InstanceType"],
+            _zone(e),
+            e["ErrorCode"],
+        )
+        for e in fleet["Errors"]
+    ] == [
+        ("on-demand", "c5.large", "us-east-1a", "InsufficientInstanceCapacity"),
+        ("spot", "c5.large", "us-east-1a", "InsufficientInstanceCapacity"),
+        ("spot", "m5.large", "us-east-1a", "InsufficientInstanceCapacity"),
+        ("spot", "m5.large", "us-east-1b", "InsufficientInstanceCapacity"),
+    ]
+    # on-demand landed on its next pool; spot reached 1 of MinTargetCapacity 3: none launched
+    assert [(i["Lifecycle"], i["InstanceType"], _zone(i)) for i in fleet["Instances"]] == [
+        ("on-demand", "m5.large", "us-east-1a")
+    ]
+    assert cloud_reset.client.limited() == {sim_client.Pool("m5.large", "us-east-1b", "spot"): 1}

@@ -158,3 +158,88 @@ def test_hazard_mode_interrupts_tracked_spot_instances(cloud_reset: Cloud) -> No
         == "Server.SpotInstanceTermination"
     )
     cloud_reset.client.set_hazard(False)
+
+
+STATE_CHANGE = "EC2 Instance State-change Notification"
+
+
+def _state_queue(cloud: Cloud) -> str:
+    sqs, events = cloud.boto3_client("sqs"), cloud.boto3_client("events")
+    url = sqs.create_queue(QueueName="state-changes")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    pattern = {"source": ["aws.ec2"], "detail-type": [STATE_CHANGE]}
+    events.put_rule(Name="state-changes", EventPattern=json.dumps(pattern))
+    events.put_targets(Rule="state-changes", Targets=[{"Id": "queue", "Arn": arn}])
+    return str(url)
+
+
+def _states(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in events:
+        assert e["detail-type"] == STATE_CHANGE and e["source"] == "aws.ec2"
+        out.setdefault(e["detail"]["instance-id"], []).append(e["detail"]["state"])
+    return out
+
+
+def test_state_changes_reach_sqs_as_aws_sends_them(cloud_reset: Cloud) -> None:
+    url = _state_queue(cloud_reset)
+    ec2 = cloud_reset.boto3_client("ec2")
+    iid = _spot_instance(cloud_reset, market="on-demand")
+    ec2.stop_instances(InstanceIds=[iid])
+    ec2.start_instances(InstanceIds=[iid])
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": "k", "Value": "v"}])  # not a state change
+    ec2.terminate_instances(InstanceIds=[iid])
+    events = _drain(cloud_reset, url, 8)
+    assert _states(events) == {
+        iid: [
+            "pending",
+            "running",
+            "stopping",
+            "stopped",
+            "pending",
+            "running",
+            "shutting-down",
+            "terminated",
+        ]
+    }
+    first = events[0]
+    assert set(first) == {
+        "version",
+        "id",
+        "detail-type",
+        "source",
+        "account",
+        "time",
+        "region",
+        "resources",
+        "detail",
+    }
+    assert first["detail"] == {"instance-id": iid, "state": "pending"}
+    assert first["resources"] == [f"arn:aws:ec2:us-east-1:123456789012:instance/{iid}"]
+    assert first["account"] == "123456789012" and first["region"] == "us-east-1"
+
+
+def test_fleet_launches_and_spot_terminations_send_state_changes(cloud_reset: Cloud) -> None:
+    url = _state_queue(cloud_reset)
+    ec2 = cloud_reset.boto3_client("ec2")
+    tid = ec2.create_launch_template(
+        LaunchTemplateName="states",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "m5.large"},
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    fleet = ec2.create_fleet(
+        Type="instant",
+        LaunchTemplateConfigs=[
+            {
+                "LaunchTemplateSpecification": {"LaunchTemplateId": tid, "Version": "$Latest"},
+                "Overrides": [{"InstanceType": "m5.large", "AvailabilityZone": "us-east-1b"}],
+            }
+        ],
+        TargetCapacitySpecification={"TotalTargetCapacity": 2, "DefaultTargetCapacityType": "spot"},
+    )
+    ids = fleet["Instances"][0]["InstanceIds"]
+    assert _states(_drain(cloud_reset, url, 4)) == {i: ["pending", "running"] for i in ids}
+    cloud_reset.client.interrupt(ids[0], kind="interruption", notice_seconds=0.2)
+    assert _states(_drain(cloud_reset, url, 2)) == {ids[0]: ["shutting-down", "terminated"]}
+    assert _state(cloud_reset, ids[0])["StateReason"]["Code"] == "Server.SpotInstanceTermination"
