@@ -335,8 +335,11 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     by = {(r.operator, r.policies): r for r in runs}
     print()
-    print("| policies | operator | all Ready s | peak RSS MB | CPU s | idle CPU cores | "
-          "AWS calls/policy converge | steady calls/policy/reconcile | Events | log E/W/TB/timers/audit |")  # fmt: skip
+    print(
+        "| policies | operator | all Ready s | peak RSS MB | CPU s | idle CPU cores | "
+        "AWS calls/policy converge | steady calls/policy/reconcile | Events | "
+        "log E/W/TB/timers/audit |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         lg = r.log

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from spotfleet_cli import localcluster
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import model
-from spotfleet_cli import localcluster
 from spotfleet_operator.aws import port
 from spotfleet_sim import client as sim_client
 from tests.fixtures import cloud as cloud_fx
@@ -340,8 +340,11 @@ def test_aws_refusing_the_credentials_sets_access_denied(
     namespace: str,
 ) -> None:
     k = crds_installed
-    apply(k, secret(namespace))
-    stand_in.client.inject_fault("DescribeInstances", "UnauthorizedOperation", probability=1.0)
+    # a tenant of its own (AWS refuses every call signed with its key), so nothing the
+    # other tests' tenants share (account lookup, sweep) hides the refusal
+    key = "AKIAREFUSEDREFUSED01"
+    apply(k, secret(namespace, data={"aws_access_key_id": key, "aws_secret_access_key": "x" * 40}))
+    stand_in.client.inject_fault("*", "UnauthorizedOperation", probability=1.0, access_key_id=key)
     try:
         since = len(stand_in.client.calls())
         apply(k, policy(namespace))

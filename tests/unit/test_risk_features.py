@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spotfleet_engine import catalog
-from spotfleet_engine.risk import dataset, features, labels
 from spotfleet_cli import inputs
 from spotfleet_cli.commands import risk as risk_cli
+from spotfleet_engine import catalog
+from spotfleet_engine.risk import dataset, features, labels
 
 
 @pytest.fixture(scope="module")

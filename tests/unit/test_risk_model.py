@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from spotfleet_engine import catalog, market, model
-from spotfleet_engine.risk import dataset, features, metrics, protocol, train, xgb
 from spotfleet_cli import inputs
 from spotfleet_cli.commands import risk as risk_cli
+from spotfleet_engine import catalog, market, model
+from spotfleet_engine.risk import dataset, features, metrics, protocol, train, xgb
 
 H = 24.0
 

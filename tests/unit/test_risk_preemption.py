@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from spotfleet_engine.risk import features, labels, preemption, xgb
 from spotfleet_cli import inputs
 from spotfleet_cli.commands import risk as risk_cli
+from spotfleet_engine.risk import features, labels, preemption, xgb
 
 
 def _tiny() -> preemption.Trace:

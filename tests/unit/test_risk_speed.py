@@ -14,10 +14,10 @@ import numpy.typing as npt
 import pytest
 import xgboost
 
-from spotfleet_engine import catalog, market, model
-from spotfleet_engine.risk import features, forest, serving, xgb
 from spotfleet_cli import inputs
 from spotfleet_cli.commands import risk as risk_cli
+from spotfleet_engine import catalog, market, model
+from spotfleet_engine.risk import features, forest, serving, xgb
 
 NOW = datetime(2021, 5, 12, 6, tzinfo=UTC)
 F32 = npt.NDArray[np.float32]
