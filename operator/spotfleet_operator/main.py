@@ -73,8 +73,18 @@ def parse_run_args(argv: Sequence[str]) -> tuple[config.OperatorConfig, str | No
     return config.OperatorConfig.load(overrides), args.kubeconfig
 
 
+#: Kubernetes client libraries Kopf loads when they are installed (to borrow their
+#: login): the operator talks to Kubernetes through Kopf and its own small client only,
+#: so these are kept out of its memory (about 43 MiB for ``kubernetes``) even where a
+#: tools installation has them.
+UNUSED_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
+
+
 def run_command(argv: Sequence[str]) -> int:
     """``spotfleet run ...``: validate the settings, then run until interrupted."""
+    for name in UNUSED_CLIENTS:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     from spotfleet_operator import runner
 
     try:

@@ -12,21 +12,26 @@ class RiskModelError(ValueError):
     """The named risk model cannot be loaded; the message names it and why."""
 
 
-def load(name: str, horizon_hours: float | None = None) -> risk_protocol.RiskModel:
+def load(
+    name: str, horizon_hours: float | None = None, scorer: str = "auto"
+) -> risk_protocol.RiskModel:
     """``advisor``: the advisor-band model (over ``horizon_hours`` when given);
     ``bundled``: the bundled XGBoost spike model combined with the advisor band
     (:mod:`spotfleet_engine.risk.combined`); anything else: the path of an XGBoost
     artifact, combined with the band the same way. No silent fallback: a model that
-    cannot load raises :class:`RiskModelError`."""
+    cannot load raises :class:`RiskModelError`. ``scorer`` (see
+    :data:`spotfleet_engine.risk.xgb.Scorer`): the operator passes ``numpy``, which keeps
+    xgboost and numba out of its memory."""
     if name == "advisor":
         if horizon_hours is None:
             return advisor.AdvisorBandRisk()
         return advisor.AdvisorBandRisk(horizon_hours=horizon_hours)
     from spotfleet_engine.risk import combined, xgb
 
+    how: xgb.Scorer = "numpy" if scorer == "numpy" else "xgboost" if scorer == "xgboost" else "auto"
     try:
         if name == "bundled":
-            return combined.load_bundled()
-        return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8")))
+            return combined.load_bundled(scorer=how)
+        return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8"), scorer=how))
     except (OSError, ValueError) as exc:
         raise RiskModelError(f"cannot load risk model {name!r}: {exc}") from exc

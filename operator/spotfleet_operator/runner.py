@@ -29,6 +29,23 @@ def quiet(root: logging.Logger) -> None:
             h.addFilter(handlers.QuietWakeFilter())
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """glibc keeps one malloc arena per thread that allocated (up to 8 per core), each
+    holding freed memory; the operator's thread pools make that tens of MiB. Cap them
+    (``M_ARENA_MAX``; the same as MALLOC_ARENA_MAX=2). False where not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def run(
     cfg: config.OperatorConfig,
     kubeconfig: str | None = None,
@@ -42,6 +59,7 @@ def run(
 
     from spotfleet_operator import handlers
 
+    limit_malloc_arenas()
     if logs:
         configure_logging(cfg)
     else:

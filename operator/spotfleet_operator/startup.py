@@ -114,7 +114,8 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
         cloud=cloud,
         secrets=k,
         writer=k,
-        risk=riskmodels.load(cfg.risk_model),  # compiles the tree kernel now, not mid-reconcile
+        # the compiled forest scored by numpy: no xgboost or numba in the operator's memory
+        risk=riskmodels.load(cfg.risk_model, scorer="numpy"),
         metrics=m,
         decide_pool=concurrent.futures.ThreadPoolExecutor(
             cfg.decide_workers, thread_name_prefix="decide"

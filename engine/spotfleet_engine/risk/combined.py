@@ -92,6 +92,6 @@ class CombinedRisk:
         return out
 
 
-def load_bundled(nthread: int = 1) -> CombinedRisk:
+def load_bundled(nthread: int = 1, scorer: xgb.Scorer = "auto") -> CombinedRisk:
     """The bundled XGBoost model combined with the advisor band."""
-    return CombinedRisk(xgb.load_bundled(nthread=nthread))
+    return CombinedRisk(xgb.load_bundled(nthread=nthread, scorer=scorer))

@@ -20,7 +20,11 @@ specialisation with the depth a constant (about 25 % faster than a runtime
 depth). The kernel is cached on disk (numba ``cache=True``) when the package
 directory or numba's user cache is writable, otherwise compiled once per
 process (1-4 s). :meth:`Forest.margin_numpy` is the dependency-free level-wise
-numpy version (all rows x all trees, one gather per level), kept as a reference.
+numpy version (all rows x all trees, one gather per level): what the operator
+serves with (it scores a market once per snapshot, so it needs neither numba nor
+xgboost in memory), and the reference the kernel is tested against. An artifact
+carries the compiled forest (:func:`to_doc` / :func:`from_doc`) with xgboost's own
+margins on probe rows, checked whenever it is loaded.
 
 Missing values follow each node's default direction: a row is widened to
 ``[x with NaN -> -inf | x with NaN -> +inf]`` (in the kernel: keys below and
@@ -30,16 +34,18 @@ so "go right iff value >= threshold" covers both.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numba
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -58,7 +64,11 @@ _KEY_MISSING_RIGHT = 2**31 - 1
 
 
 def _jit(fn: Callable[..., Any], **options: Any) -> Any:
-    """``numba.njit(nogil=True, **options)``, disk-cached where a cache directory is usable."""
+    """``numba.njit(nogil=True, **options)``, disk-cached where a cache directory is usable.
+    numba is imported here, on first use: a process that serves with
+    :meth:`Forest.margin_numpy` alone (the operator) never loads it."""
+    import numba
+
     try:
         return numba.njit(nogil=True, cache=True, **options)(fn)
     except RuntimeError:  # no writable cache location: compile per process
@@ -237,7 +247,15 @@ def _margins_py(
             out[r0 + b] = acc[b]
 
 
-_margins: Callable[..., None] = _jit(_margins_py)
+_KERNEL: list[Callable[..., None]] = []
+
+
+def _margins(*args: Any) -> None:
+    """The compiled kernel (:func:`_margins_py`), compiled or loaded on the first call."""
+    if not _KERNEL:
+        _KERNEL.append(_jit(_margins_py))
+    _KERNEL[0](*args)
+
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -338,7 +356,11 @@ def compile_booster(booster: xgb.Booster) -> Forest:
     Raises ValueError for anything else (other objectives or boosters, categorical
     splits, several outputs, trees deeper than :data:`MAX_DEPTH`).
     """
-    doc: dict[str, Any] = json.loads(bytes(booster.save_raw("json")))
+    return compile_model(json.loads(bytes(booster.save_raw("json"))))
+
+
+def compile_model(doc: Mapping[str, Any]) -> Forest:
+    """:func:`compile_booster` from xgboost's JSON model document (no xgboost needed)."""
     learner = doc["learner"]
     objective = learner["objective"]["name"]
     if objective not in _LOGISTIC:
@@ -446,6 +468,75 @@ def probe_rows(compiled: Forest, n: int = 256, seed: int = 0) -> F32:
         below = np.nextafter(v, np.float32(-np.inf))
         x[:, j] = np.where(how <= 1, v, np.where(how <= 3, below, np.float32(np.nan)))
     return x
+
+
+def _b64(a: npt.NDArray[Any]) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def _unb64(text: str, dtype: Any, n: int) -> npt.NDArray[Any]:
+    a = np.frombuffer(base64.b64decode(text), dtype=dtype)
+    if a.size != n:
+        raise ValueError(f"forest array of {a.size} values, expected {n}")
+    return a.copy()
+
+
+def to_doc(compiled: Forest, probe_margins: npt.NDArray[Any], seed: int = 0) -> dict[str, Any]:
+    """The compiled forest as an artifact section (JSON-safe, exact float32 bits), with
+    the margins xgboost gave on :func:`probe_rows` ``(compiled, seed=seed)`` so a
+    reader can check its own evaluation without xgboost (:func:`from_doc`)."""
+    width = 1 << compiled.depth
+    feat = compiled.col.reshape(compiled.n_trees, width).astype(np.int32)
+    return {
+        "layout": "complete-heap-v1",
+        "n_features": compiled.n_features,
+        "depth": compiled.depth,
+        "n_trees": compiled.n_trees,
+        "base_margin": _b64(np.asarray([compiled.base_margin], dtype=np.float32)),
+        "feature": _b64(feat),
+        "threshold": _b64(compiled.thr.astype(np.float32)),
+        "leaf": _b64(compiled.leaf.astype(np.float32)),
+        "probe": {
+            "seed": seed,
+            "rows": int(np.asarray(probe_margins).size),
+            "margins": _b64(np.asarray(probe_margins, dtype=np.float32)),
+        },
+    }
+
+
+def from_doc(doc: Mapping[str, Any], atol: float = 1e-6) -> Forest:
+    """The forest of an artifact section (:func:`to_doc`), checked: its numpy evaluation
+    must reproduce the stored xgboost margins on the probe rows within ``atol``
+    (ValueError otherwise). Needs neither xgboost nor numba."""
+    if doc.get("layout") != "complete-heap-v1":
+        raise ValueError(f"unknown forest layout {doc.get('layout')!r}")
+    nf, depth, n_trees = int(doc["n_features"]), int(doc["depth"]), int(doc["n_trees"])
+    width = 1 << depth
+    feat = _unb64(doc["feature"], np.int32, n_trees * width).reshape(n_trees, width)
+    thr = _unb64(doc["threshold"], np.float32, n_trees * width)
+    leaf = _unb64(doc["leaf"], np.float32, n_trees * width)
+    base = _unb64(doc["base_margin"], np.float32, 1)[0]
+    packed = np.empty((n_trees, width, 2), dtype=np.int32)
+    packed[..., 0] = feat
+    packed[..., 1] = thr.reshape(n_trees, width).view(np.int32)
+    col = feat.reshape(-1).astype(np.int64)
+    compiled = Forest(
+        n_features=nf,
+        depth=depth,
+        n_trees=n_trees,
+        base_margin=np.float32(base),
+        col=col,
+        thr=thr,
+        node=(order_key(thr) << 32) | (col * BLOCK),
+        packed=packed.view(np.int64).reshape(-1).copy(),
+        leaf=leaf,
+    )
+    probe = doc["probe"]
+    want = _unb64(probe["margins"], np.float32, int(probe["rows"])).astype(np.float64)
+    got = compiled.margin_numpy(probe_rows(compiled, int(probe["rows"]), int(probe["seed"])))
+    if not np.allclose(got.astype(np.float64), want, rtol=0.0, atol=atol):
+        raise ValueError("the stored forest does not reproduce xgboost's probe margins")
+    return compiled
 
 
 def compile_checked(booster: xgb.Booster, atol: float = 1e-6) -> Forest | None:

@@ -216,6 +216,7 @@ def build_artifact(
         "data": data,
         "metrics": {},
         "booster": xgb_mod.encode_booster(booster),
+        **({"forest": f} if (f := xgb_mod.forest_section(booster)) is not None else {}),
     }
 
 

@@ -28,17 +28,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
 
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
 from spotfleet_engine.risk import advisor as advisor_mod
 from spotfleet_engine.risk import features, forest, serving
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 ARTIFACT_FORMAT = "spotfleet-risk-model"
 ARTIFACT_VERSION = 1
@@ -51,6 +53,10 @@ CACHE_SIZE = 4
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+#: How the margins are computed: ``auto`` (the numba kernel, checked against xgboost at
+#: load, else xgboost's predictor), ``numpy`` (the artifact's compiled forest evaluated
+#: by numpy: neither xgboost nor numba is loaded; what the operator uses) or ``xgboost``.
+Scorer = Literal["auto", "numpy", "xgboost"]
 
 
 def encode_booster(booster: xgb.Booster) -> str:
@@ -61,6 +67,8 @@ def encode_booster(booster: xgb.Booster) -> str:
 
 def decode_booster(text: str, nthread: int = 1) -> xgb.Booster:
     """Inverse of :func:`encode_booster`; the booster predicts with ``nthread`` threads."""
+    import xgboost as xgb
+
     raw = gzip.decompress(base64.b64decode(text))
     booster = xgb.Booster(params={"nthread": nthread})
     booster.load_model(bytearray(raw))
@@ -100,6 +108,7 @@ class XGBoostRisk:
         artifact: Mapping[str, Any],
         nthread: int = 1,
         min_history_hours: float = MIN_HISTORY_HOURS,
+        scorer: Scorer = "auto",
     ) -> None:
         if artifact.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"not a {ARTIFACT_FORMAT} artifact")
@@ -115,12 +124,21 @@ class XGBoostRisk:
         cal = artifact["calibration"]
         self.cal_a = float(cal["a"])
         self.cal_b = float(cal["b"])
-        self.booster = decode_booster(str(artifact["booster"]), nthread=nthread)
         self.nthread = nthread
-        #: the compiled trees (numba kernel) when they reproduce xgboost's margins on
-        #: probe rows, else None (then xgboost's own predictor scores)
-        self.forest = forest.compile_checked(self.booster)
-        self.scorer = "xgboost" if self.forest is None else "forest"
+        self.booster: xgb.Booster | None = None
+        #: the compiled trees when they reproduce xgboost's margins on probe rows, else
+        #: None (then xgboost's own predictor scores)
+        self.forest: forest.Forest | None = None
+        if scorer == "numpy":
+            if "forest" not in artifact:
+                raise ValueError("the artifact carries no compiled forest: retrain it")
+            self.forest = forest.from_doc(artifact["forest"])
+            self.scorer = "numpy"
+        else:
+            self.booster = decode_booster(str(artifact["booster"]), nthread=nthread)
+            if scorer == "auto":
+                self.forest = forest.compile_checked(self.booster)
+            self.scorer = "xgboost" if self.forest is None else "forest"
         self._band_prob = [
             advisor_mod.band_probability(b, self.horizon_hours)
             for b in range(len(advisor_mod.BAND_MONTHLY_RATE))
@@ -139,9 +157,13 @@ class XGBoostRisk:
         """Calibrated probabilities for feature rows (float32, :data:`FEATURE_NAMES` columns)."""
         if x.shape[0] == 0:
             return np.zeros(0)
-        if self.forest is not None:
+        if self.scorer == "numpy":
+            assert self.forest is not None
+            margin = self.forest.margin_numpy(x).astype(np.float64)
+        elif self.forest is not None:
             margin = self.forest.margin(x, threads=self.nthread).astype(np.float64)
         else:
+            assert self.booster is not None
             margin = np.asarray(self.booster.inplace_predict(x, predict_type="margin"), np.float64)
         return self.calibrate(margin)
 
@@ -274,15 +296,29 @@ class XGBoostRisk:
         return result
 
 
-def load(doc: Mapping[str, Any] | str | bytes, nthread: int = 1) -> XGBoostRisk:
+def load(
+    doc: Mapping[str, Any] | str | bytes, nthread: int = 1, scorer: Scorer = "auto"
+) -> XGBoostRisk:
     """A model from an artifact (parsed JSON, or its text)."""
     if isinstance(doc, str | bytes):
         doc = json.loads(doc)
     assert isinstance(doc, Mapping)
-    return XGBoostRisk(doc, nthread=nthread)
+    return XGBoostRisk(doc, nthread=nthread, scorer=scorer)
 
 
-def load_bundled(nthread: int = 1) -> XGBoostRisk:
+def load_bundled(nthread: int = 1, scorer: Scorer = "auto") -> XGBoostRisk:
     """The model bundled in the package (``spotfleet_engine/data/risk_model.json``)."""
     ref = importlib.resources.files("spotfleet_engine").joinpath("data", BUNDLED_ARTIFACT)
-    return load(ref.read_text(encoding="utf-8"), nthread=nthread)
+    return load(ref.read_text(encoding="utf-8"), nthread=nthread, scorer=scorer)
+
+
+def forest_section(booster: xgb.Booster) -> dict[str, Any] | None:
+    """The artifact's compiled-forest section for ``booster`` (None when it does not
+    compile): the flat trees and xgboost's margins on the probe rows."""
+    try:
+        compiled = forest.compile_booster(booster)
+    except ValueError:
+        return None
+    probe = forest.probe_rows(compiled)
+    margins = np.asarray(booster.inplace_predict(probe, predict_type="margin"), np.float32)
+    return forest.to_doc(compiled, margins)
