@@ -554,12 +554,23 @@ async def _template(
     current = acct.templates.get(name)
     digest = launch_spec.content_hash()
     if current is None:
-        acct.templates[name] = await provider.create_launch_template(
-            ctx.uid,
-            launch_spec,
-            {port.TAG_POLICY_UID: ctx.uid, port.TAG_POLICY: f"{ctx.namespace}/{ctx.name}"},
-        )
-    elif current.spec_hash != digest:
+        try:
+            acct.templates[name] = await provider.create_launch_template(
+                ctx.uid,
+                launch_spec,
+                {port.TAG_POLICY_UID: ctx.uid, port.TAG_POLICY: f"{ctx.namespace}/{ctx.name}"},
+            )
+            return name, None
+        except errors.AwsError as e:
+            if "AlreadyExists" not in e.code:
+                raise
+            # made since the account's templates were listed (another shard or process):
+            # list them again and carry on with the one that exists
+            acct.templates = await provider.launch_templates()
+            current = acct.templates.get(name)
+            if current is None:
+                raise
+    if current.spec_hash != digest:
         acct.templates[name] = await provider.update_launch_template(current, launch_spec)
     return name, None
 

@@ -164,16 +164,11 @@ class _LiveUids:
 
 
 async def shutdown(rt: Runtime) -> None:
-    """Flush the audit queue, stop the background tasks, close the clients."""
+    """Flush the audit queue and stop the operator's own background tasks. The thread
+    pools and the Kubernetes connection pool are left to the process's exit: Kopf may
+    still be stopping daemons mid-reconcile (their last status patch needs them)."""
     if rt.store is not None:
         await rt.store.flush()
     for t in rt.tasks:
         t.cancel()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
-    if rt.store is not None:
-        await rt.store.close()
-    await rt.kube.close()
-    rt.calls.shutdown()
-    pool = rt.deps.decide_pool
-    if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
-        pool.shutdown(wait=False, cancel_futures=True)

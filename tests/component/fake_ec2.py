@@ -145,6 +145,13 @@ class FakeEc2:
     ) -> port.TemplateInfo:
         self._enter("create_launch_template")
         name = port.launch_template_name(policy_uid)
+        if name in self.templates:
+            raise errors.AwsError(
+                "CreateLaunchTemplate",
+                "InvalidLaunchTemplateName.AlreadyExistsException",
+                "Launch template name already in use.",
+                errors.ErrorClass.INVALID,
+            )
         info = port.TemplateInfo(name, f"lt-{len(self.templates) + 1:017x}", spec.content_hash())
         self.templates[name] = (spec, info)
         return info

@@ -123,6 +123,23 @@ async def test_steady_reconciles_share_one_sweep_per_account() -> None:
     assert len(steady) / len(bodies) <= 0.2
 
 
+async def test_a_template_made_elsewhere_since_the_listing_is_adopted() -> None:
+    """Another shard (or process) made the policy's template after this operator listed
+    the account's templates: the create is refused, the list is read again, no failure."""
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake)
+    other = policy()
+    other["metadata"].update(name="other", uid="uid-other")
+    await reconcile.run(other, deps, NOW)  # the account's templates are listed now
+    elsewhere = FakeEc2(MARKET_TIME)
+    await reconcile.run(policy(), make_deps(elsewhere), NOW)
+    fake.templates.update(elsewhere.templates)  # the same account: made by someone else
+    res = await reconcile.run(policy(), deps, NOW + dt.timedelta(seconds=1))
+    assert res.retry is None, res.status.get("lastError")
+    assert fake.calls.count("launch_templates") == 2
+    assert cond(res.status, "Ready")["status"] == "True"
+
+
 async def test_scale_up_and_down_keeps_on_demand_base() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)

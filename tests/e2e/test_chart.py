@@ -58,11 +58,25 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_crds_are_a_symlink_to_the_repos_crds(tmp_path: Path) -> None:
     link = support.CHART / "crds"
     assert link.is_symlink() and os.readlink(link) == "../../crds"
-    # helm follows it: --include-crds renders exactly the repo's CRD ...
+    # helm follows it: --include-crds renders exactly the repo's CRDs (SpotPolicy, and
+    # Kopf's peering resources for HA) ...
     docs = render(tmp_path, None, "--include-crds")
-    crd = one(docs, "CustomResourceDefinition")
+    rendered = {
+        d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"
+    }
+    expected = {
+        d["metadata"]["name"]: d
+        for f in sorted((support.REPO / "crds").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    }
+    assert rendered == expected
+    assert set(rendered) == {
+        "spotpolicies.spotfleet.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
     source = support.REPO / "crds" / "spotpolicies.spotfleet.dev.yaml"
-    assert crd == yaml.safe_load(source.read_text())
     # ... and `helm package` puts the same bytes in the chart archive
     helm("package", str(support.CHART), "-d", str(tmp_path), tmp=tmp_path)
     with tarfile.open(tmp_path / "spotfleet-0.1.0.tgz") as tar:

@@ -64,7 +64,11 @@ class CapacityStatus(base.ApiModel):
     """Desired and fulfilled capacity."""
 
     unit: spec.Unit = pydantic.Field(description="The unit of every figure (spec.capacity.unit).")
-    desired: MarketCapacity = pydantic.Field(description="What the current plan holds.")
+    desired: MarketCapacity | None = pydantic.Field(
+        default=None,
+        description="What the plan for the current generation holds (absent until there is "
+        "one: a plan made for an earlier spec is never shown as this one's).",
+    )
     fulfilled: MarketCapacity = pydantic.Field(description="What is running now.")
     spot_percent: int = pydantic.Field(
         default=0, ge=0, le=100, description="Percent (0-100) of fulfilled capacity that is spot."
