@@ -89,6 +89,7 @@ class Run:
     log: dict[str, int] = field(default_factory=dict)
     sim_cpu_s: float = 0.0
     ready_count: int = 0
+    operator_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def start_sim(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -204,9 +205,38 @@ def populate(cluster: localcluster.LocalCluster, n: int, namespaces: int, dry_ru
                 "spec": policy_spec(dry_run),
             }
         )
-    for a in range(0, len(docs), 250):
-        chunk = {"apiVersion": "v1", "kind": "List", "items": docs[a : a + 250]}
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(chunk), timeout=300)
+    for a in range(0, len(docs), 500):
+        chunk = {"apiVersion": "v1", "kind": "List", "items": docs[a : a + 500]}
+        cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(chunk), timeout=600)
+
+
+#: Operator counters worth reading after a run (sums over their labels).
+SCRAPED = (
+    "spotfleet_decision_duration_seconds_sum",
+    "spotfleet_decision_duration_seconds_count",
+    "spotfleet_reconcile_duration_seconds_sum",
+    "spotfleet_reconcile_duration_seconds_count",
+    "spotfleet_kube_requests_total",
+    "spotfleet_store_rows_total",
+)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sums of :data:`SCRAPED` from the operator's /metrics (label sets added up)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in SCRAPED:
+            key = name + ("{" + line.split("{", 1)[1].split("}", 1)[0] + "}" if "{" in line else "")
+            if name == "spotfleet_kube_requests_total" or name == "spotfleet_store_rows_total":
+                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            else:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 LOG_PATTERNS = {
@@ -239,6 +269,7 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         api = Api(cluster)
         calls0 = len(sim_calls(url, 0))
         log_path = wd / "operator.log"
+        metrics_port = localcluster.free_port()
         env = _env()
         env["NOOP_INTERVAL_SECONDS"] = str(args.interval)
         if kind == "noop":
@@ -248,7 +279,7 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         else:
             argv = [PY, "-m", "spotfleet_operator", "run", "--kubeconfig", str(cluster.kubeconfig),
                     "--aws-endpoint-url", url, "--interval", str(args.interval),
-                    "--metrics-port", "0", "--health-port", "0",
+                    "--metrics-port", str(metrics_port), "--health-port", "0",
                     "--database-url", f"sqlite:///{wd / 'audit.db'}"]  # fmt: skip
         t0 = time.monotonic()
         op = subprocess.Popen(

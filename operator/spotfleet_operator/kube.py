@@ -27,7 +27,7 @@ import aiohttp
 import kopf
 import yaml
 
-from spotfleet_operator import api
+from spotfleet_operator import api, scrub
 
 log = logging.getLogger("spotfleet.kube")
 
@@ -135,9 +135,11 @@ class Kube:
         clock: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
         timeout_seconds: float = 30.0,
         connections: int = 24,
+        observe: Callable[[str, int], None] | None = None,
     ) -> None:
         self.info = info
         self._connections = connections
+        self._observe = observe
         self._sem = asyncio.Semaphore(workers)
         self._secret_ttl = secret_cache_seconds
         self._clock = clock
@@ -183,8 +185,22 @@ class Kube:
         path: str,
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
+        kind: str = "other",
     ) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
+        try:
+            out = await self._send(method, path, body, content_type)
+        except KubeError as e:
+            if self._observe is not None:
+                self._observe(kind, e.status)
+            raise
+        if self._observe is not None:
+            self._observe(kind, 200)
+        return out
+
+    async def _send(
+        self, method: str, path: str, body: Mapping[str, Any] | None, content_type: str
+    ) -> Any:
+        data = json.dumps(scrub.scrub_tree(body)).encode() if body is not None else None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = content_type
@@ -243,7 +259,9 @@ class Kube:
     async def _get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         self.secret_gets += 1
         try:
-            obj = await self._request("GET", f"api/v1/namespaces/{namespace}/secrets/{name}")
+            obj = await self._request(
+                "GET", f"api/v1/namespaces/{namespace}/secrets/{name}", kind="secret"
+            )
         except KubeError as e:
             if e.status == 404:
                 return None
@@ -262,6 +280,7 @@ class Kube:
             f"apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}/{name}/status",
             {"status": status},
             content_type="application/merge-patch+json",
+            kind="status",
         )
 
     async def policy_uids(self, namespaces: Sequence[str] = ()) -> set[str]:
@@ -276,7 +295,7 @@ class Kube:
         for path in paths:
             cont = ""
             while True:
-                out = await self._request("GET", path + "?limit=500" + cont)
+                out = await self._request("GET", path + "?limit=500" + cont, kind="list")
                 uids |= {str(i["metadata"]["uid"]) for i in out.get("items", [])}
                 token = (out.get("metadata") or {}).get("continue")
                 if not token:
@@ -311,4 +330,5 @@ class Kube:
                 "lastTimestamp": now,
                 "count": 1,
             },
+            kind="event",
         )

@@ -122,6 +122,13 @@ class Metrics:
             "Pools currently marked out of capacity (after InsufficientInstanceCapacity).",
             registry=r,
         )
+        self.kube_requests = prom.Counter(
+            "spotfleet_kube_requests_total",
+            "The operator's own Kubernetes API requests (Kopf's not included) by kind "
+            "(status, event, secret, list) and HTTP status ('0': no answer).",
+            ("kind", "code"),
+            registry=r,
+        )
         self.queue_messages = prom.Counter(
             "spotfleet_interruption_queue_messages_total",
             "Interruption-queue messages by outcome (handled, ignored, malformed, foreign).",

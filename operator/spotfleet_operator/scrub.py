@@ -22,6 +22,7 @@ import contextlib
 import logging
 import re
 import threading
+from typing import Any
 
 FRAGMENT = 12
 MIN_WHOLE = 8
@@ -85,6 +86,17 @@ def register(value: str) -> None:
 def scrub(text: str) -> str:
     """``text`` without any credential value the process knows."""
     return DEFAULT.scrub(text)
+
+
+def scrub_tree(obj: Any) -> Any:
+    """A JSON-like value with every string in it scrubbed (dict keys included)."""
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, dict):
+        return {scrub_tree(k): scrub_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [scrub_tree(v) for v in obj]
+    return obj
 
 
 class LogFilter(logging.Filter):

@@ -96,6 +96,7 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
         cfg.kube_workers,
         cfg.secret_cache_seconds,
         connections=cfg.kube_connections + len(cfg.namespaces),
+        observe=lambda kind, code: m.kube_requests.labels(kind, str(code)).inc(),
     )
     store: store_mod.Store | None = None
     if cfg.database_url:
