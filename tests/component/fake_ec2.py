@@ -41,6 +41,8 @@ class FakeEc2:
     templates: dict[str, tuple[port.LaunchSpec, port.TemplateInfo]] = field(default_factory=dict)
     auth_error: bool = False
     fail_next: list[errors.AwsError] = field(default_factory=list)
+    #: every launch answers this quota error (VcpuLimitExceeded...) instead of launching
+    quota_error: str | None = None
     #: new instances start in this state ("running", or "pending" to test launch-before-terminate)
     launch_state: str = "running"
     #: (type, zone) -> factor: a price move of that pool from ``price_moved_at`` on
@@ -177,7 +179,11 @@ class FakeEc2:
         self._enter("launch")
         if token in self.tokens:
             return self.tokens[token]
-        if pool in self.unavailable:
+        if self.quota_error is not None:
+            result = port.LaunchResult(
+                (), (port.LaunchError(pool, self.quota_error, "account quota reached"),)
+            )
+        elif pool in self.unavailable:
             result = port.LaunchResult(
                 (), (port.LaunchError(pool, "InsufficientInstanceCapacity", "no capacity"),)
             )

@@ -320,26 +320,83 @@ async def test_transient_failures_degrade_after_n_and_recover() -> None:
     assert ok.status["lastError"] is None and ok.retry is None
 
 
-async def test_a_spec_change_under_a_fault_claims_nothing_for_the_new_generation() -> None:
+def _throttled() -> errors.AwsError:
+    return errors.AwsError(
+        "DescribeInstances", "RequestLimitExceeded", "slow", errors.ErrorClass.THROTTLING
+    )
+
+
+def _down() -> errors.AwsError:
+    return errors.AwsError("DescribeInstances", "Timeout", "no answer", errors.ErrorClass.TRANSIENT)
+
+
+def _refused() -> errors.AwsError:
+    return errors.AwsError("DescribeInstances", "AuthFailure", "not valid", errors.ErrorClass.AUTH)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("throttling", "Throttled"),
+        ("aws-down", "AWSError"),
+        ("access-denied", "AccessDenied"),
+        ("quota", "QuotaExceeded"),
+    ],
+)
+async def test_a_spec_change_under_a_fault_claims_nothing_for_the_new_generation(
+    fault: str, reason: str
+) -> None:
     fake = FakeEc2(MARKET_TIME)
-    deps = make_deps(fake)
+    deps = make_deps(fake, cfg=make_config(fleet_sweep_seconds=0))
     body = policy()
     first = await reconcile.run(body, deps, NOW)
     assert cond(first.status, "Ready")["status"] == "True"
     bigger = with_status(policy({"capacity": {"target": 64, "unit": "vcpu"}}, generation=2), first)
-    fake.fail_next.append(
-        errors.AwsError(
-            "DescribeInstances", "RequestLimitExceeded", "slow", errors.ErrorClass.THROTTLING
-        )
-    )
+    if fault == "throttling":
+        fake.fail_next.append(_throttled())
+    elif fault == "aws-down":
+        fake.fail_next.append(_down())
+    elif fault == "access-denied":
+        fake.fail_next.append(_refused())
+    else:
+        fake.quota_error = "VcpuLimitExceeded"
     res = await reconcile.run(bigger, deps, NOW + dt.timedelta(minutes=1))
     st = res.status
     assert st["observedGeneration"] == 2
     for c in st["conditions"]:
-        assert c["observedGeneration"] == 2
+        assert c["observedGeneration"] == 2, c
     assert cond(st, "Ready")["status"] != "True"
-    assert cond(st, "CapacityFulfilled")["status"] == "Unknown"
-    assert st["capacity"]["desired"] is None  # the old plan's figures are not claimed for gen 2
+    assert st["lastError"]["reason"] == reason
+    cf = cond(st, "CapacityFulfilled")
+    if fault == "quota":  # the fleet was observed: 32 of 64, and why
+        assert cf["status"] == "False" and cf["reason"] == "QuotaExceeded"
+        assert cf["message"].startswith("32/64")
+        assert st["capacity"]["desired"] is not None  # the plan for generation 2
+    else:  # not observed for generation 2: nothing claimed, the old plan's figures dropped
+        assert cf["status"] == "Unknown" and cf["reason"] == "NotObserved"
+        assert st["capacity"]["desired"] is None
+        assert reason in cf["message"]
+
+
+async def test_an_interrupted_instance_is_reported_consistently() -> None:
+    """While a doomed instance still runs beside its replacement, CapacityFulfilled and
+    Ready say the same thing (the issue: Ready "NoChange: 32/32" beside "40/32")."""
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake)
+    body = policy()
+    first = await reconcile.run(body, deps, NOW)
+    body = with_status(body, first)
+    victim = next(i for i in fake.running() if i.pool.market is model.Market.SPOT)
+    deps.state.policies["uid-web-1"].doom(victim.instance_id, NOW + dt.timedelta(minutes=10))
+    res = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=10))
+    assert res.plan is not None and res.plan.launches  # the replacement
+    cf, ready = cond(res.status, "CapacityFulfilled"), cond(res.status, "Ready")
+    assert cf["status"] == "True"
+    assert float(cf["message"].split("/")[0]) >= 32  # capacity without the doomed instance
+    assert "under interruption notice" in cf["message"]
+    assert ready["message"] == cf["message"]
+    held = float(res.status["capacity"]["fulfilled"]["total"])
+    assert held > 32  # the doomed one still runs and is shown as running
 
 
 async def test_suspend_stops_acting() -> None:
