@@ -4,14 +4,16 @@ Every trigger (the policy's loop, a spec change, an interruption notice) comes h
 nothing else writes a policy's status. The policy's lock is held from the first
 read to the status patch, so two triggers never interleave.
 
-1. **observe** (reads only): the spec, the credentials (Secret cache), the subnets,
-   the policy's instances from the account's shared sweep, the region's shared market.
+1. **observe** (:mod:`~spotfleet_operator.observe`, reads only): the spec, the
+   credentials, the subnets, the policy's instances from the account's shared sweep,
+   the region's shared market.
 2. **decide** (pure, on the decision thread pool, never on the event loop):
    ``planner.decide`` with the market's risk scored once per snapshot.
-3. **act**: launches first; terminations only once nothing of the policy is still
-   pending (so capacity never drops below the target during a move); capacity errors
-   mark the pools avoided and re-plan, at most ``max_replans`` times.
-4. **report**: :func:`spotfleet_operator.status_mod.report`, pure.
+3. **act** (:mod:`~spotfleet_operator.act`): launches first; terminations only once
+   nothing the move launched is still pending (so capacity never drops below the
+   target during a move); capacity errors mark the pools avoided and re-plan, at most
+   ``max_replans`` times.
+4. **report**: :func:`spotfleet_operator.status.report`, pure.
 
 Failures are values (:mod:`spotfleet_operator.failures`); :func:`run` never raises for
 anything a user or AWS can cause and returns how to retry. Level-based: the fleet is
@@ -22,15 +24,14 @@ launches nothing twice (idempotency tokens).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import kopf
 
@@ -39,74 +40,35 @@ from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, planner
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.risk import protocol as risk_protocol
-from spotfleet_operator import api, config, failures, marketdata, metrics, state
+from spotfleet_operator import act, api, failures, figures, observe, state
 from spotfleet_operator import status as status_mod
 from spotfleet_operator.api import spec as spec_model
 from spotfleet_operator.aws import credentials, errors, port
+from spotfleet_operator.pipeline import (
+    AuditSink,
+    Ctx,
+    Deps,
+    SecretReader,
+    StatusWriter,
+    Stop,
+    ref_of,
+)
 
 log = logging.getLogger("spotfleet.reconcile")
 
 #: After launching, how soon the policy looks again (to terminate what was replaced).
 FOLLOW_UP_SECONDS = 10.0
-#: Longest wait for a replacement to run before what it replaces is terminated anyway.
-REPLACEMENT_WAIT = dt.timedelta(minutes=10)
 
-
-class SecretReader(Protocol):
-    """Reads a Secret's decoded data from the POLICY'S OWN namespace (None: absent)."""
-
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
-
-    def forget_secret(self, namespace: str, name: str) -> None: ...
-
-
-class StatusWriter(Protocol):
-    """Writes a policy's status and posts its Events (the Kubernetes client)."""
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
-
-    async def post_event(
-        self, ref: Mapping[str, str], type_: str, reason: str, message: str
-    ) -> None: ...
-
-
-class AuditSink(Protocol):
-    """Takes audit rows without waiting (the store's writer queue)."""
-
-    def submit(self, row: Any) -> object: ...
-
-
-CloudFactory = Callable[[credentials.TenantCredentials, str], port.CloudProvider]
-
-
-@dataclass
-class Deps:
-    """Everything reconcile needs, wired once at start-up (kept in Kopf's memo)."""
-
-    config: config.OperatorConfig
-    state: state.FleetState
-    cloud: CloudFactory
-    secrets: SecretReader
-    writer: StatusWriter
-    risk: risk_protocol.RiskModel
-    metrics: metrics.Metrics
-    decide_pool: concurrent.futures.Executor
-    catalog_for: Callable[[str], catalog_mod.Catalog] = catalog_mod.load_bundled
-    audit: AuditSink | None = None
-    record: Callable[..., Any] | None = None  # builds an audit row (the store's table)
-    #: UIDs of every SpotPolicy that exists, across shards (None: orphan detection off)
-    live_policy_uids: Callable[[], Awaitable[set[str]]] | None = None
-    limiter: asyncio.Semaphore | None = None
-    _scored: dict[str, marketdata.SnapshotRisk] = field(default_factory=dict)
-
-    def scored(
-        self, region: str, snapshot: market_mod.MarketSnapshot, catalog: catalog_mod.Catalog
-    ) -> marketdata.SnapshotRisk:
-        """The risk of ``snapshot``'s pools, scored once for every policy of the region."""
-        hit = self._scored.get(region)
-        if hit is None or hit.snapshot is not snapshot:
-            hit = self._scored[region] = marketdata.SnapshotRisk(self.risk, snapshot, catalog)
-        return hit
+__all__ = [
+    "FOLLOW_UP_SECONDS",
+    "AuditSink",
+    "Deps",
+    "Result",
+    "SecretReader",
+    "StatusWriter",
+    "ref_of",
+    "run",
+]
 
 
 @dataclass
@@ -121,37 +83,6 @@ class Result:
     follow_up: float | None = None
     written: bool = False
     skipped: bool = False
-
-
-@dataclass
-class _Ctx:
-    body: Mapping[str, Any]
-    deps: Deps
-    ps: state.PolicyState
-    now: dt.datetime
-    namespace: str
-    name: str
-    uid: str
-    generation: int | None
-    previous: Mapping[str, Any]
-
-
-class _Stop(Exception):
-    """Internal: the reconcile ends here with ``failure``."""
-
-    def __init__(self, failure: failures.Failure) -> None:
-        self.failure = failure
-
-
-def ref_of(body: Mapping[str, Any]) -> dict[str, str]:
-    meta = body.get("metadata", {})
-    return {
-        "apiVersion": str(body.get("apiVersion", api.API_VERSION)),
-        "kind": str(body.get("kind", api.KIND)),
-        "namespace": str(meta.get("namespace", "")),
-        "name": str(meta.get("name", "")),
-        "uid": str(meta.get("uid", "")),
-    }
 
 
 async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = None) -> Result:
@@ -169,7 +100,7 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = Non
             return Result(dict(body.get("status") or {}), [], skipped=True)
         previous = body.get("status") or {}
         ps.seed(previous, now)
-        ctx = _Ctx(body, deps, ps, now, ns, name, uid, meta.get("generation"), previous)
+        ctx = Ctx(body, deps, ps, now, ns, name, uid, meta.get("generation"), previous)
         started = time.perf_counter()
         observed, acted = await _pipeline(ctx)
         rep = status_mod.report(
@@ -192,20 +123,20 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = Non
         return result
 
 
-async def _pipeline(ctx: _Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
+async def _pipeline(ctx: Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
     """observe -> decide -> act; failures end it early as values."""
     observed = status_mod.Observed(ctx.generation)
     try:
         parsed = api.parse_policy(ctx.body)
         if isinstance(parsed, api.InvalidSpec):
             code = "InvalidSpec:" + hashlib.sha256(parsed.message.encode()).hexdigest()[:12]
-            raise _Stop(failures.Failure(failures.Kind.INVALID_SPEC, parsed.message, code))
+            raise Stop(failures.Failure(failures.Kind.INVALID_SPEC, parsed.message, code))
         spec = parsed.spec
         observed = status_mod.Observed(ctx.generation, spec)
         if spec.suspend:
             ctx.ps.failures = 0
             return observed, status_mod.Acted(replacements=list(ctx.ps.replacements))
-        creds, where = await _credentials(ctx, spec)
+        creds, where = await observe.credentials_of(ctx, spec)
         observed = dataclasses.replace(observed, credentials=where)
         provider = ctx.deps.cloud(creds, spec.region)
         if spec.dry_run:
@@ -214,8 +145,8 @@ async def _pipeline(ctx: _Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
             observed, acted = await _observe_decide_act(ctx, spec, creds, provider, observed)
         except errors.AwsError as e:
             if e.kind is errors.ErrorClass.AUTH:
-                _forget_credentials(ctx, spec, creds)
-            raise _Stop(failures.from_aws(e)) from None
+                observe.forget_credentials(ctx, spec, creds)
+            raise Stop(failures.from_aws(e)) from None
         if acted.failure is None:
             ctx.ps.failures = 0
         else:
@@ -226,7 +157,7 @@ async def _pipeline(ctx: _Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
                 retry_in=_retry_in(acted.failure, ctx),
             )
         return observed, acted
-    except _Stop as stop:
+    except Stop as stop:
         ctx.ps.failures += 1
         return observed, status_mod.Acted(
             failure=stop.failure,
@@ -236,100 +167,28 @@ async def _pipeline(ctx: _Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
         )
 
 
-def _retry_in(failure: failures.Failure, ctx: _Ctx) -> float | None:
+def _retry_in(failure: failures.Failure, ctx: Ctx) -> float | None:
     if failure.rule.permanent:
         return None
     return ctx.deps.config.retry_delay(ctx.ps.failures)
 
 
-def _forget_credentials(
-    ctx: _Ctx, spec: spec_model.SpotPolicySpec, creds: credentials.TenantCredentials
-) -> None:
-    """AWS refused the keys: re-read the Secret next time instead of trusting the cache."""
-    ref = spec.credentials.secret_ref
-    if ref is not None:
-        ctx.deps.secrets.forget_secret(ctx.namespace, ref.name)
-
-
-async def _credentials(
-    ctx: _Ctx, spec: spec_model.SpotPolicySpec
-) -> tuple[credentials.TenantCredentials, str]:
-    c = spec.credentials
-    if c.assume_role_arn:
-        return credentials.AssumeRole(
-            c.assume_role_arn, c.external_id
-        ), "assuming " + c.assume_role_arn
-    assert c.secret_ref is not None
-    where = f"{ctx.namespace}/{c.secret_ref.name}"
-    try:
-        data = await ctx.deps.secrets.read_secret(ctx.namespace, c.secret_ref.name)
-    except Exception as e:  # the API server itself: transient
-        raise _Stop(
-            failures.Failure(
-                failures.Kind.KUBE_ERROR, f"reading Secret {where}: {e}", "secret-read"
-            )
-        ) from None
-    if data is None:
-        raise _Stop(
-            failures.Failure(failures.Kind.SECRET_NOT_FOUND, f"Secret {where} not found", where)
-        )
-    try:
-        keys = credentials.StaticKeys.from_secret_data(data, where)
-    except credentials.CredentialsError as e:
-        raise _Stop(failures.Failure(failures.Kind.SECRET_INVALID, str(e), str(e))) from None
-    return keys, f"keys from Secret {where}"
-
-
-async def _subnets(
-    ctx: _Ctx,
-    spec: spec_model.SpotPolicySpec,
-    provider: port.CloudProvider,
-    acct: state.AccountState,
-) -> dict[str, str]:
-    sel = spec.subnet_selector
-    if sel is None or spec.dry_run:
-        return {}
-    key = (tuple(sel.ids or ()), tuple(sorted((sel.tags or {}).items())))
-    hit = acct.subnets.get(key)
-    if hit is not None and ctx.now - hit[0] < dt.timedelta(
-        seconds=ctx.deps.config.orphan_scan_seconds
-    ):
-        return hit[1]
-    found = await provider.subnets_by_zone(tuple(sel.ids or ()), dict(sel.tags or {}))
-    acct.subnets[key] = (ctx.now, found)
-    return found
-
-
 async def _observe_decide_act(
-    ctx: _Ctx,
+    ctx: Ctx,
     spec: spec_model.SpotPolicySpec,
     creds: credentials.TenantCredentials,
     provider: port.CloudProvider,
     observed: status_mod.Observed,
 ) -> tuple[status_mod.Observed, status_mod.Acted]:
     deps, now = ctx.deps, ctx.now
-    region = spec.region
-    account_id = await deps.state.account_of(credentials.fingerprint(creds), provider)
-    acct = deps.state.account(account_id, region)
-    rs = deps.state.region(region)
-    catalog = deps.catalog_for(region)
-    policy = api.to_engine_policy(spec)
-
-    # ---- observe ---------------------------------------------------------------
-    subnets = await _subnets(ctx, spec, provider, acct)
-    if spec.subnet_selector is not None and not spec.dry_run:
-        zones = tuple(sorted(z for z in subnets if not policy.zones or z in policy.zones))
-        if not zones:
-            raise _Stop(
-                failures.Failure(
-                    failures.Kind.NO_MATCHING_SUBNETS,
-                    "spec.subnetSelector matches no subnet in spec.availabilityZones",
-                    "NoMatchingSubnets",
-                )
-            )
-        policy = dataclasses.replace(policy, zones=zones)
-    await acct.sweep.refresh(provider, now)
-    market = await rs.market.get(provider, now)
+    view = await observe.observe(ctx, spec, creds, provider)
+    acct, rs, catalog, policy, market = (
+        view.acct,
+        view.region,
+        view.catalog,
+        view.policy,
+        view.market,
+    )
     observed = dataclasses.replace(
         observed,
         instances=acct.sweep.instances(ctx.uid, now),
@@ -337,10 +196,9 @@ async def _observe_decide_act(
         market=market,
         doomed=ctx.ps.doomed_now(now),
     )
-    await _scan_orphans(ctx, acct)
 
     # ---- decide, act, re-plan on capacity errors ---------------------------------
-    risk = deps.scored(region, market, catalog)
+    risk = deps.scored(spec.region, market, catalog)
     launched: list[tuple[model.Pool, int]] = []
     terminated: list[plan_mod.Terminate] = []
     avoided: dict[model.Pool, tuple[str, dt.datetime]] = {}
@@ -353,7 +211,7 @@ async def _observe_decide_act(
         plan = await _decide(ctx, policy, catalog, market, rs, instances, doomed, risk)
         if spec.dry_run or plan.outcome == "Infeasible":
             break
-        step = await _act(ctx, spec, provider, acct, plan, instances, subnets)
+        step = await act.act(ctx, spec, provider, acct, plan, instances, view.subnets)
         launched += step.launched
         terminated += step.terminated
         deferred = step.deferred
@@ -392,7 +250,7 @@ async def _observe_decide_act(
 
 
 async def _decide(
-    ctx: _Ctx,
+    ctx: Ctx,
     policy: model.Policy,
     catalog: catalog_mod.Catalog,
     market: market_mod.MarketSnapshot,
@@ -420,220 +278,6 @@ async def _decide(
     return plan
 
 
-@dataclass
-class _Step:
-    launched: list[tuple[model.Pool, int]] = field(default_factory=list)
-    terminated: list[plan_mod.Terminate] = field(default_factory=list)
-    deferred: int = 0
-    avoided: dict[model.Pool, tuple[str, dt.datetime]] = field(default_factory=dict)
-    failure: failures.Failure | None = None
-
-
-async def _act(
-    ctx: _Ctx,
-    spec: spec_model.SpotPolicySpec,
-    provider: port.CloudProvider,
-    acct: state.AccountState,
-    plan: plan_mod.Plan,
-    instances: Sequence[port.OwnedInstance],
-    subnets: Mapping[str, str],
-) -> _Step:
-    """Launch what the plan adds; terminate what it removes only when nothing is pending."""
-    step = _Step()
-    now = ctx.now
-    if plan.launches:
-        template, version = await _template(ctx, spec, provider, acct)
-        seen: dict[model.Pool, list[str]] = {}
-        for o in instances:
-            seen.setdefault(o.pool, []).append(o.instance_id)
-        tags_base = dict(spec.launch.tags or {}) if spec.launch else {}
-        rebalanced = sum(1 for t in plan.terminations if t.reason == "rebalance")
-        new_ids: list[str] = []
-        for launch in plan.launches:
-            token = port.idempotency_token(
-                ctx.uid,
-                ctx.generation or 0,
-                plan.plan_hash(),
-                launch.pool,
-                seen.get(launch.pool, ()),
-            )
-            tags = {
-                **tags_base,
-                **port.ownership_tags(ctx.uid, ctx.namespace, ctx.name, launch.pool),
-            }
-            result = await provider.launch(
-                launch.pool,
-                launch.count,
-                template,
-                token,
-                tags,
-                subnet_id=subnets.get(launch.pool.zone),
-                template_version=version,
-            )
-            if result.instance_ids:
-                new_ids.extend(result.instance_ids)
-                step.launched.append((launch.pool, len(result.instance_ids)))
-                acct.sweep.launched(
-                    [
-                        port.OwnedInstance(
-                            iid, launch.pool, "pending", now, ctx.uid, f"{ctx.namespace}/{ctx.name}"
-                        )
-                        for iid in result.instance_ids
-                    ],
-                    now,
-                )
-            capacity = [
-                e
-                for e in result.errors
-                if e.kind in (errors.ErrorClass.CAPACITY, errors.ErrorClass.QUOTA)
-            ]
-            if capacity:
-                marked = ctx.deps.state.mark_unavailable(
-                    spec.region, [e.pool for e in capacity], now
-                )
-                for e in capacity:
-                    step.avoided[e.pool] = (e.code, marked[e.pool])
-            for e in result.errors:
-                if e.kind is errors.ErrorClass.AUTH:
-                    raise errors.AwsError("CreateFleet", e.code, e.message, e.kind)
-                if e.kind in (errors.ErrorClass.CAPACITY, errors.ErrorClass.QUOTA):
-                    continue
-                kind = (
-                    failures.Kind.INVALID_LAUNCH
-                    if e.kind is errors.ErrorClass.INVALID
-                    else failures.Kind.AWS_ERROR
-                )
-                step.failure = failures.Failure(
-                    kind,
-                    f"CreateFleet {e.pool.key()}: {e.code}: {e.message}",
-                    f"CreateFleet:{e.code}",
-                )
-            if step.failure is not None:
-                break
-        if rebalanced and step.launched:
-            ctx.ps.note_replacements(rebalanced, now)
-        if plan.terminations:  # these launches replace instances: remember them
-            for iid in new_ids:
-                ctx.ps.replacing[iid] = now
-    if plan.terminations:
-        view = acct.sweep.instances(ctx.uid, now)
-        live = {o.instance_id: o.state for o in view}
-        for iid, t in list(ctx.ps.replacing.items()):
-            if live.get(iid) != "pending" or now - t > REPLACEMENT_WAIT:
-                del ctx.ps.replacing[iid]  # running now, gone, or waited for long enough
-        if plan.launches or ctx.ps.replacing:
-            # a move: the replacements launch first; what they replace goes once they run
-            step.deferred = len(plan.terminations)
-        else:
-            ids = [t.instance_id for t in plan.terminations]
-            await provider.terminate(ids)
-            acct.sweep.terminated(ids, now)
-            step.terminated = list(plan.terminations)
-    return step
-
-
-async def _template(
-    ctx: _Ctx,
-    spec: spec_model.SpotPolicySpec,
-    provider: port.CloudProvider,
-    acct: state.AccountState,
-) -> tuple[str, str | None]:
-    """(name, version) of the template to launch from: the user's own, or the policy's,
-    created or updated when its spec changed. The account's templates are listed once."""
-    launch = spec.launch
-    assert launch is not None  # admission requires it unless dryRun
-    if launch.launch_template is not None:
-        lt = launch.launch_template
-        return str(lt.name or lt.id), lt.version
-    launch_spec = await _launch_spec(ctx, spec)
-    if acct.templates is None:
-        async with acct.templates_lock:
-            if acct.templates is None:
-                acct.templates = await provider.launch_templates()
-    name = port.launch_template_name(ctx.uid)
-    current = acct.templates.get(name)
-    digest = launch_spec.content_hash()
-    if current is None:
-        try:
-            acct.templates[name] = await provider.create_launch_template(
-                ctx.uid,
-                launch_spec,
-                {port.TAG_POLICY_UID: ctx.uid, port.TAG_POLICY: f"{ctx.namespace}/{ctx.name}"},
-            )
-            return name, None
-        except errors.AwsError as e:
-            if "AlreadyExists" not in e.code:
-                raise
-            # made since the account's templates were listed (another shard or process):
-            # list them again and carry on with the one that exists
-            acct.templates = await provider.launch_templates()
-            current = acct.templates.get(name)
-            if current is None:
-                raise
-    if current.spec_hash != digest:
-        acct.templates[name] = await provider.update_launch_template(current, launch_spec)
-    return name, None
-
-
-async def _launch_spec(ctx: _Ctx, spec: spec_model.SpotPolicySpec) -> port.LaunchSpec:
-    launch = spec.launch
-    assert launch is not None
-    user_data = None
-    if launch.user_data_secret_ref is not None:
-        ref = launch.user_data_secret_ref
-        data = await ctx.deps.secrets.read_secret(ctx.namespace, ref.name)
-        if data is None or ref.key not in data:
-            raise _Stop(
-                failures.Failure(
-                    failures.Kind.SECRET_NOT_FOUND,
-                    f"user data Secret {ctx.namespace}/{ref.name} key {ref.key} not found",
-                    f"userdata:{ref.name}/{ref.key}",
-                )
-            )
-        user_data = data[ref.key]
-    return port.LaunchSpec(
-        image_id=launch.image_id,
-        security_group_ids=tuple(launch.security_group_ids or ()),
-        user_data=user_data,
-        iam_instance_profile_name=launch.instance_profile_name,
-    )
-
-
-async def _scan_orphans(ctx: _Ctx, acct: state.AccountState) -> None:
-    """Every ``orphan_scan_seconds`` per account: instances tagged for a policy that no
-    longer exists are reported (metric + log), never terminated silently."""
-    deps = ctx.deps
-    if deps.live_policy_uids is None:
-        return
-    every = dt.timedelta(seconds=deps.config.orphan_scan_seconds)
-    if acct.orphan_scan_at is not None and ctx.now - acct.orphan_scan_at < every:
-        return
-    acct.orphan_scan_at = ctx.now
-    try:
-        live = await deps.live_policy_uids()
-    except Exception as e:  # reporting orphans must never break reconciling
-        log.warning("orphan scan skipped: %s", e)
-        return
-    watched = set(deps.config.namespaces)
-    found = {
-        o.instance_id: o.policy_ref
-        for uid, insts in acct.sweep.policies().items()
-        if uid not in live
-        for o in insts
-        if not watched or o.policy_ref.split("/", 1)[0] in watched
-    }
-    for iid, ref in sorted(found.items()):
-        if iid not in acct.orphans:
-            log.warning(
-                "orphaned instance %s: tagged for SpotPolicy %s, which no longer exists; "
-                "not terminating it",
-                iid,
-                ref,
-            )
-    acct.orphans = found
-    deps.metrics.orphaned_instances.set(sum(len(a.orphans) for a in deps.state.accounts.values()))
-
-
 def _comparable(s: Mapping[str, Any]) -> dict[str, Any]:
     """A status without the fields that change on every write, for change detection."""
     out = {k: v for k, v in s.items() if v is not None}
@@ -652,7 +296,7 @@ def _comparable(s: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _write(ctx: _Ctx, rep: status_mod.Report, result: Result) -> bool:
+async def _write(ctx: Ctx, rep: status_mod.Report, result: Result) -> bool:
     """One status patch when the status changed, then the Events; under the lock."""
     new, old = rep.status, ctx.previous
     if _comparable(new) != _comparable(old):
@@ -685,7 +329,7 @@ async def _write(ctx: _Ctx, rep: status_mod.Report, result: Result) -> bool:
     return written
 
 
-def _export(ctx: _Ctx, rep: status_mod.Report, acted: status_mod.Acted, seconds: float) -> None:
+def _export(ctx: Ctx, rep: status_mod.Report, acted: status_mod.Acted, seconds: float) -> None:
     m = ctx.deps.metrics
     outcome = acted.plan.outcome if acted.plan is not None else "stopped"
     m.reconcile_duration.labels(outcome).observe(seconds)
@@ -720,7 +364,7 @@ def _export(ctx: _Ctx, rep: status_mod.Report, acted: status_mod.Acted, seconds:
     )
 
 
-def _audit(ctx: _Ctx, observed: status_mod.Observed, acted: status_mod.Acted) -> None:
+def _audit(ctx: Ctx, observed: status_mod.Observed, acted: status_mod.Acted) -> None:
     """Queue the decision for the audit store when it changed or acted (never blocks)."""
     deps, plan = ctx.deps, acted.plan
     if deps.audit is None or deps.record is None or plan is None:
@@ -739,9 +383,9 @@ def _audit(ctx: _Ctx, observed: status_mod.Observed, acted: status_mod.Acted) ->
             outcome=plan.outcome,
             plan_hash=plan.plan_hash(),
             summary=plan.summary()[:4000],
-            cost_per_hour=status_mod.price(plan.cost_per_hour),
-            on_demand_equivalent_per_hour=status_mod.price(plan.on_demand_equivalent_per_hour),
-            savings_pct=status_mod.percent(plan.savings_pct),
+            cost_per_hour=figures.price(plan.cost_per_hour),
+            on_demand_equivalent_per_hour=figures.price(plan.on_demand_equivalent_per_hour),
+            savings_pct=figures.percent(plan.savings_pct),
             launches=n_launched,
             terminations=len(acted.terminated),
             dry_run=bool(observed.spec is not None and observed.spec.dry_run),

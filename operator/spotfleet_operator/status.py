@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from spotfleet_engine import catalog as catalog_mod
@@ -23,6 +22,7 @@ from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
 from spotfleet_operator import failures
+from spotfleet_operator import figures as fig
 from spotfleet_operator.api import conditions as cond
 from spotfleet_operator.api import spec as spec_model
 from spotfleet_operator.aws import port
@@ -69,47 +69,11 @@ class Acted:
     replacements: Sequence[dt.datetime] = ()
 
 
-@dataclass(frozen=True)
-class Figures:
-    """What the metrics export for the policy (units of its capacity unit, USD/h)."""
-
-    target: float = 0.0
-    cost: float = 0.0
-    on_demand_equivalent: float = 0.0
-    desired: Mapping[model.Market, float] = field(default_factory=dict)
-    fulfilled: Mapping[model.Market, float] = field(default_factory=dict)
-    instances: Mapping[model.Pool, int] = field(default_factory=dict)
-
-    @property
-    def savings_ratio(self) -> float:
-        return 1.0 - self.cost / self.on_demand_equivalent if self.on_demand_equivalent else 0.0
-
-
 @dataclass
 class Report:
     status: dict[str, Any]
     events: list[Event]
-    figures: Figures | None  # None: the fleet was not observed
-
-
-def rfc3339(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def price(value: float) -> str:
-    """USD amount as a CRD price string (up to 6 decimals, at least 2)."""
-    return plan_mod.money(max(value, 0.0))
-
-
-def amount(value: float) -> str:
-    """A capacity figure as a CRD amount string (up to 3 decimals)."""
-    q = Decimal(str(round(max(value, 0.0), 3))).normalize()
-    text = format(q, "f")
-    return text if text else "0"
-
-
-def percent(value: float) -> str:
-    return f"{round(value, 1):.1f}".replace("-0.0", "0.0")
+    figures: fig.Figures | None  # None: the fleet was not observed
 
 
 class _Conditions:
@@ -153,68 +117,6 @@ def derive_ready(
     return cond.TRUE, cond.RECONCILED, cf.message
 
 
-def _figures(
-    spec: spec_model.SpotPolicySpec,
-    instances: Sequence[port.OwnedInstance],
-    catalog: catalog_mod.Catalog,
-    market: market_mod.MarketSnapshot | None,
-    plan: plan_mod.Plan | None,
-) -> tuple[Figures, list[dict[str, Any]], float]:
-    """(figures, status allocation, largest units of one held instance)."""
-    unit = model.CapacityUnit(spec.capacity.unit)
-    counts: dict[model.Pool, int] = {}
-    for o in instances:
-        counts[o.pool] = counts.get(o.pool, 0) + 1
-    fulfilled = {SPOT: 0.0, ON_DEMAND: 0.0}
-    cost = od_equiv = biggest = 0.0
-    allocation = []
-    for pool, n in sorted(counts.items()):
-        it = catalog.types.get(pool.instance_type)
-        od = catalog.on_demand_price(pool.instance_type) or 0.0
-        p = od
-        if pool.market is SPOT and market is not None:
-            p = market.spot_price(pool.instance_type, pool.zone) or od
-        units = it.units(unit) if it else (1.0 if unit is model.CapacityUnit.INSTANCES else 0.0)
-        biggest = max(biggest, units)
-        fulfilled[pool.market] += units * n
-        cost += p * n
-        od_equiv += od * n
-        allocation.append(
-            {
-                "instanceType": pool.instance_type,
-                "zone": pool.zone,
-                "market": pool.market.value,
-                "count": n,
-                "pricePerHour": price(p),
-            }
-        )
-    desired = (
-        {mk: float(plan.capacity_by_market.get(mk, 0.0)) for mk in (SPOT, ON_DEMAND)}
-        if plan is not None
-        else {}
-    )
-    figs = Figures(
-        target=float(spec.capacity.target),
-        cost=cost,
-        on_demand_equivalent=od_equiv,
-        desired=desired,
-        fulfilled=fulfilled,
-        instances=counts,
-    )
-    return figs, allocation, biggest
-
-
-def _units(
-    spec: spec_model.SpotPolicySpec, catalog: catalog_mod.Catalog, pools: Sequence[model.Pool]
-) -> float:
-    unit = model.CapacityUnit(spec.capacity.unit)
-    total = 0.0
-    for p in pools:
-        it = catalog.types.get(p.instance_type)
-        total += it.units(unit) if it else (1.0 if unit is model.CapacityUnit.INSTANCES else 0.0)
-    return total
-
-
 def _binding_reason(plan: plan_mod.Plan) -> str:
     """The condition reason of a plan that cannot meet the target (typed, not parsed)."""
     binding = getattr(plan, "binding", None)
@@ -252,14 +154,14 @@ def report(
     status: dict[str, Any] = {}
     failure = acted.failure
     plan = acted.plan
-    figures: Figures | None = None
+    figs: fig.Figures | None = None
     last_error: dict[str, Any] | None = None
     prev_error = _previous_error(previous)
 
     def error(reason: str, message: str, code: str) -> None:
         nonlocal last_error
         last_error = {
-            "time": rfc3339(now),
+            "time": fig.rfc3339(now),
             "reason": reason,
             "code": code,
             "message": message[:4000],
@@ -290,22 +192,24 @@ def report(
     )
     if observed_fleet:
         assert spec is not None and observed.instances is not None and observed.catalog is not None
-        figures, allocation, biggest = _figures(
+        figs, allocation, biggest = fig.of_fleet(
             spec, observed.instances, observed.catalog, observed.market, plan
         )
         unit = spec.capacity.unit
-        total = sum(figures.fulfilled.values())
-        doomed_units = _units(
+        total = sum(figs.fulfilled.values())
+        doomed_units = fig.units_of(
             spec,
             observed.catalog,
             [o.pool for o in observed.instances if o.instance_id in observed.doomed],
         )
         effective = total - doomed_units
-        target = figures.target
+        target = figs.target
         extra = (
-            f" ({amount(doomed_units)} {unit} under interruption notice)" if doomed_units else ""
+            f" ({fig.amount(doomed_units)} {unit} under interruption notice)"
+            if doomed_units
+            else ""
         )
-        shown = f"{amount(effective)}/{amount(target)} {unit}{extra}"
+        shown = f"{fig.amount(effective)}/{fig.amount(target)} {unit}{extra}"
         if dry_run:
             held = plan.capacity if plan is not None else 0.0
             ok = plan is not None and held + 1e-9 >= target
@@ -313,7 +217,7 @@ def report(
                 cond.CAPACITY_FULFILLED,
                 cond.TRUE if ok else cond.FALSE,
                 cond.DRY_RUN if ok else _binding_reason(plan) if plan else cond.NOT_OBSERVED,
-                f"dryRun: the plan holds {amount(held)}/{amount(target)} {unit}",
+                f"dryRun: the plan holds {fig.amount(held)}/{fig.amount(target)} {unit}",
             )
         elif effective + 1e-9 < target:
             if acted.launched and not acted.avoided:
@@ -346,26 +250,26 @@ def report(
         status["capacity"] = {
             "unit": unit,
             "fulfilled": {
-                "spot": amount(figures.fulfilled[SPOT]),
-                "onDemand": amount(figures.fulfilled[ON_DEMAND]),
-                "total": amount(total),
+                "spot": fig.amount(figs.fulfilled[SPOT]),
+                "onDemand": fig.amount(figs.fulfilled[ON_DEMAND]),
+                "total": fig.amount(total),
             },
-            "spotPercent": round(100 * figures.fulfilled[SPOT] / total) if total else 0,
+            "spotPercent": round(100 * figs.fulfilled[SPOT] / total) if total else 0,
         }
         status["capacity"]["desired"] = (
             {
-                "spot": amount(figures.desired[SPOT]),
-                "onDemand": amount(figures.desired[ON_DEMAND]),
-                "total": amount(sum(figures.desired.values())),
+                "spot": fig.amount(figs.desired[SPOT]),
+                "onDemand": fig.amount(figs.desired[ON_DEMAND]),
+                "total": fig.amount(sum(figs.desired.values())),
             }
-            if figures.desired
+            if figs.desired
             else None  # no plan for this generation (a merge patch deletes it)
         )
         status["allocation"] = allocation
         status["cost"] = {
-            "perHour": price(figures.cost),
-            "onDemandEquivalentPerHour": price(figures.on_demand_equivalent),
-            "savingsPercent": percent(100 * figures.savings_ratio),
+            "perHour": fig.price(figs.cost),
+            "onDemandEquivalentPerHour": fig.price(figs.on_demand_equivalent),
+            "savingsPercent": fig.percent(100 * figs.savings_ratio),
         }
     else:
         why = "the fleet was not observed"
@@ -482,7 +386,7 @@ def report(
                 "Warning",
                 cond.INSUFFICIENT_CAPACITY,
                 f"{len(pools)} pool(s) could not launch: {listed}{more}; avoided until "
-                f"{rfc3339(until)}",
+                f"{fig.rfc3339(until)}",
             )
         )
 
@@ -497,7 +401,11 @@ def report(
                 Event("Normal", cond.DRY_RUN if dry_run else "Planned", plan.summary()[:1024])
             )
         alternatives = [
-            {"summary": r.pool.key(), "costPerHour": price(r.price), "reason": r.reason[:1000]}
+            {
+                "summary": r.pool.key(),
+                "costPerHour": fig.price(r.price),
+                "reason": r.reason[:1000],
+            }
             for r in plan.explanation.rejected[:3]
         ]
         alternatives += [
@@ -505,7 +413,7 @@ def report(
             for p, (code, _) in sorted(acted.avoided.items())
         ][: max(0, 10 - len(alternatives))]
         decision: dict[str, Any] = {
-            "time": rfc3339(now),
+            "time": fig.rfc3339(now),
             "generation": gen,
             "summary": plan.summary()[:4000],
             "planHash": plan.plan_hash(),
@@ -516,8 +424,8 @@ def report(
     elif prev_decision:
         status["lastDecision"] = prev_decision
 
-    status["replacements"] = [rfc3339(t) for t in acted.replacements] or None
+    status["replacements"] = [fig.rfc3339(t) for t in acted.replacements] or None
     status["observedGeneration"] = gen
     status["conditions"] = cond.to_json(c.items)
     status["lastError"] = last_error
-    return Report(status, events, figures)
+    return Report(status, events, figs)

@@ -121,6 +121,7 @@ class LocalCluster:
     kubeconfig: Path = field(default_factory=Path)
     pids: list[int] = field(default_factory=list)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _apiserver_argv: list[str] = field(default_factory=list)
     _owns_workdir: bool = False
 
     def __enter__(self) -> LocalCluster:
@@ -159,8 +160,7 @@ class LocalCluster:
             etcd_log,
         )  # fmt: skip
         api_log = open(logs / "kube-apiserver.log", "wb")  # noqa: SIM115
-        self._spawn(
-            [
+        self._apiserver_argv = [
                 str(apiserver_bin),
                 "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
                 "--bind-address", "127.0.0.1",
@@ -176,13 +176,30 @@ class LocalCluster:
                 "--allow-privileged=true",
                 "--disable-admission-plugins", "ServiceAccount",
                 "--v", "1",
-            ],
-            api_log,
-        )  # fmt: skip
+        ]  # fmt: skip
+        self._spawn(self._apiserver_argv, api_log)
         self.server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig = wd / "kubeconfig"
         self._write_kubeconfig(pki)
         self._wait_ready(pki, timeout_s, logs)
+
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout_s: float = 120.0) -> None:
+        """Stop kube-apiserver (etcd keeps running), wait ``down_seconds``, start it again
+        with the same arguments and wait for /readyz: a control-plane restart."""
+        assert self.workdir is not None and self._apiserver_argv
+        api = self._procs.pop()  # started last
+        self.pids.remove(api.pid)
+        api.terminate()
+        try:
+            api.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            api.kill()
+            api.wait(timeout=5)
+        time.sleep(down_seconds)
+        logs = self.log_dir or self.workdir
+        api_log = open(logs / "kube-apiserver.log", "ab")  # noqa: SIM115
+        self._spawn(self._apiserver_argv, api_log)
+        self._wait_ready(self.workdir / "pki", timeout_s, logs)
 
     def _spawn(self, argv: list[str], log: IO[bytes]) -> None:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

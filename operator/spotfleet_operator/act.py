@@ -1,0 +1,198 @@
+"""The act step: launch what a plan adds (first), terminate what it removes once nothing
+the move launched is still pending, and keep the policy's launch template; capacity and
+quota answers mark the pools avoided for the next plan."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spotfleet_engine import model
+from spotfleet_engine import plan as plan_mod
+from spotfleet_operator import failures, state
+from spotfleet_operator.api import spec as spec_model
+from spotfleet_operator.aws import errors, port
+from spotfleet_operator.pipeline import Ctx, Stop
+
+#: Longest wait for a replacement to run before what it replaces is terminated anyway.
+REPLACEMENT_WAIT = dt.timedelta(minutes=10)
+
+
+@dataclass
+class Step:
+    launched: list[tuple[model.Pool, int]] = field(default_factory=list)
+    terminated: list[plan_mod.Terminate] = field(default_factory=list)
+    deferred: int = 0
+    avoided: dict[model.Pool, tuple[str, dt.datetime]] = field(default_factory=dict)
+    failure: failures.Failure | None = None
+
+
+async def act(
+    ctx: Ctx,
+    spec: spec_model.SpotPolicySpec,
+    provider: port.CloudProvider,
+    acct: state.AccountState,
+    plan: plan_mod.Plan,
+    instances: Sequence[port.OwnedInstance],
+    subnets: Mapping[str, str],
+) -> Step:
+    """Launch what the plan adds; terminate what it removes only when nothing is pending."""
+    step = Step()
+    now = ctx.now
+    if plan.launches:
+        template, version = await ensure_template(ctx, spec, provider, acct)
+        seen: dict[model.Pool, list[str]] = {}
+        for o in instances:
+            seen.setdefault(o.pool, []).append(o.instance_id)
+        tags_base = dict(spec.launch.tags or {}) if spec.launch else {}
+        rebalanced = sum(1 for t in plan.terminations if t.reason == "rebalance")
+        new_ids: list[str] = []
+        for launch in plan.launches:
+            token = port.idempotency_token(
+                ctx.uid,
+                ctx.generation or 0,
+                plan.plan_hash(),
+                launch.pool,
+                seen.get(launch.pool, ()),
+            )
+            tags = {
+                **tags_base,
+                **port.ownership_tags(ctx.uid, ctx.namespace, ctx.name, launch.pool),
+            }
+            result = await provider.launch(
+                launch.pool,
+                launch.count,
+                template,
+                token,
+                tags,
+                subnet_id=subnets.get(launch.pool.zone),
+                template_version=version,
+            )
+            if result.instance_ids:
+                new_ids.extend(result.instance_ids)
+                step.launched.append((launch.pool, len(result.instance_ids)))
+                acct.sweep.launched(
+                    [
+                        port.OwnedInstance(
+                            iid, launch.pool, "pending", now, ctx.uid, f"{ctx.namespace}/{ctx.name}"
+                        )
+                        for iid in result.instance_ids
+                    ],
+                    now,
+                )
+            capacity = [
+                e
+                for e in result.errors
+                if e.kind in (errors.ErrorClass.CAPACITY, errors.ErrorClass.QUOTA)
+            ]
+            if capacity:
+                marked = ctx.deps.state.mark_unavailable(
+                    spec.region, [e.pool for e in capacity], now
+                )
+                for e in capacity:
+                    step.avoided[e.pool] = (e.code, marked[e.pool])
+            for e in result.errors:
+                if e.kind is errors.ErrorClass.AUTH:
+                    raise errors.AwsError("CreateFleet", e.code, e.message, e.kind)
+                if e.kind in (errors.ErrorClass.CAPACITY, errors.ErrorClass.QUOTA):
+                    continue
+                kind = (
+                    failures.Kind.INVALID_LAUNCH
+                    if e.kind is errors.ErrorClass.INVALID
+                    else failures.Kind.AWS_ERROR
+                )
+                step.failure = failures.Failure(
+                    kind,
+                    f"CreateFleet {e.pool.key()}: {e.code}: {e.message}",
+                    f"CreateFleet:{e.code}",
+                )
+            if step.failure is not None:
+                break
+        if rebalanced and step.launched:
+            ctx.ps.note_replacements(rebalanced, now)
+        if plan.terminations:  # these launches replace instances: remember them
+            for iid in new_ids:
+                ctx.ps.replacing[iid] = now
+    if plan.terminations:
+        view = acct.sweep.instances(ctx.uid, now)
+        live = {o.instance_id: o.state for o in view}
+        for iid, t in list(ctx.ps.replacing.items()):
+            if live.get(iid) != "pending" or now - t > REPLACEMENT_WAIT:
+                del ctx.ps.replacing[iid]  # running now, gone, or waited for long enough
+        if plan.launches or ctx.ps.replacing:
+            # a move: the replacements launch first; what they replace goes once they run
+            step.deferred = len(plan.terminations)
+        else:
+            ids = [t.instance_id for t in plan.terminations]
+            await provider.terminate(ids)
+            acct.sweep.terminated(ids, now)
+            step.terminated = list(plan.terminations)
+    return step
+
+
+async def ensure_template(
+    ctx: Ctx,
+    spec: spec_model.SpotPolicySpec,
+    provider: port.CloudProvider,
+    acct: state.AccountState,
+) -> tuple[str, str | None]:
+    """(name, version) of the template to launch from: the user's own, or the policy's,
+    created or updated when its spec changed. The account's templates are listed once."""
+    launch = spec.launch
+    assert launch is not None  # admission requires it unless dryRun
+    if launch.launch_template is not None:
+        lt = launch.launch_template
+        return str(lt.name or lt.id), lt.version
+    launch_spec = await read_launch_spec(ctx, spec)
+    if acct.templates is None:
+        async with acct.templates_lock:
+            if acct.templates is None:
+                acct.templates = await provider.launch_templates()
+    name = port.launch_template_name(ctx.uid)
+    current = acct.templates.get(name)
+    digest = launch_spec.content_hash()
+    if current is None:
+        try:
+            acct.templates[name] = await provider.create_launch_template(
+                ctx.uid,
+                launch_spec,
+                {port.TAG_POLICY_UID: ctx.uid, port.TAG_POLICY: f"{ctx.namespace}/{ctx.name}"},
+            )
+            return name, None
+        except errors.AwsError as e:
+            if "AlreadyExists" not in e.code:
+                raise
+            # made since the account's templates were listed (another shard or process):
+            # list them again and carry on with the one that exists
+            acct.templates = await provider.launch_templates()
+            current = acct.templates.get(name)
+            if current is None:
+                raise
+    if current.spec_hash != digest:
+        acct.templates[name] = await provider.update_launch_template(current, launch_spec)
+    return name, None
+
+
+async def read_launch_spec(ctx: Ctx, spec: spec_model.SpotPolicySpec) -> port.LaunchSpec:
+    launch = spec.launch
+    assert launch is not None
+    user_data = None
+    if launch.user_data_secret_ref is not None:
+        ref = launch.user_data_secret_ref
+        data = await ctx.deps.secrets.read_secret(ctx.namespace, ref.name)
+        if data is None or ref.key not in data:
+            raise Stop(
+                failures.Failure(
+                    failures.Kind.SECRET_NOT_FOUND,
+                    f"user data Secret {ctx.namespace}/{ref.name} key {ref.key} not found",
+                    f"userdata:{ref.name}/{ref.key}",
+                )
+            )
+        user_data = data[ref.key]
+    return port.LaunchSpec(
+        image_id=launch.image_id,
+        security_group_ids=tuple(launch.security_group_ids or ()),
+        user_data=user_data,
+        iam_instance_profile_name=launch.instance_profile_name,
+    )
