@@ -61,9 +61,7 @@ def test_crds_are_a_symlink_to_the_repos_crds(tmp_path: Path) -> None:
     # helm follows it: --include-crds renders exactly the repo's CRDs (SpotPolicy, and
     # Kopf's peering resources for HA) ...
     docs = render(tmp_path, None, "--include-crds")
-    rendered = {
-        d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"
-    }
+    rendered = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
     expected = {
         d["metadata"]["name"]: d
         for f in sorted((support.REPO / "crds").glob("*.yaml"))
