@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ from rich.live import Live
 from rich.table import Table
 
 from spotfleet_cli import localcluster
+from spotfleet_cli.commands import demo_view
 from spotfleet_operator import api, config, runner
 from spotfleet_operator.aws import credentials, ec2, eventing
 from spotfleet_sim import client as sim_client
@@ -166,42 +166,17 @@ class Demo:
     # ---- the show ----------------------------------------------------------
 
     def table(self) -> Table:
-        t = Table(title="SpotPolicies (kubectl get spol -n demo)", expand=False)
-        for col in (
-            "policy",
-            "Ready",
-            "target",
-            "fulfilled",
-            "spot %",
-            "$/h",
-            "on-demand $/h",
-            "savings",
-            "last decision",
-        ):
-            t.add_column(col)
         try:
             items = self.get_policies()
         except subprocess.CalledProcessError:
             items = []
-        for p in items:
-            st = p.get("status") or {}
-            ready: dict[str, Any] = next(
-                (c for c in st.get("conditions") or [] if c["type"] == "Ready"), {}
-            )
-            cap = st.get("capacity") or {}
-            cost = st.get("cost") or {}
-            t.add_row(
-                p["metadata"]["name"],
-                f"{ready.get('status', '?')} ({ready.get('reason', '')})",
-                f"{p['spec']['capacity']['target']} {p['spec']['capacity']['unit']}",
-                str((cap.get("fulfilled") or {}).get("total", "-")),
-                str(cap.get("spotPercent", "-")),
-                str(cost.get("perHour", "-")),
-                str(cost.get("onDemandEquivalentPerHour", "-")),
-                f"{cost.get('savingsPercent', '-')}%",
-                ((st.get("lastDecision") or {}).get("summary") or "")[:70],
-            )
-        return t
+        return demo_view.policy_table(items)
+
+    def summary(self) -> dict[str, Any]:
+        return demo_view.summarize(self)
+
+    def print_summary(self, s: dict[str, Any]) -> None:
+        demo_view.print_summary(self.console, s)
 
     def ready(self, name: str, generation: int = 1) -> bool:
         for p in self.get_policies():
@@ -399,94 +374,6 @@ class Demo:
             calls.shutdown()
         spot = sorted(o.instance_id for o in owned if o.pool.market.value == "spot")
         return spot[0] if spot else None
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "policies": [],
-            "avoidedPools": self.avoided,
-            "routedAround": self.routed,
-            "interrupted": self.interrupted,
-        }
-        for p in self.get_policies():
-            st = p.get("status") or {}
-            out["policies"].append(
-                {
-                    "name": p["metadata"]["name"],
-                    "ready": any(
-                        c["type"] == "Ready" and c["status"] == "True"
-                        for c in st.get("conditions") or []
-                    ),
-                    "target": p["spec"]["capacity"]["target"],
-                    "unit": p["spec"]["capacity"]["unit"],
-                    "fulfilled": (st.get("capacity") or {}).get("fulfilled", {}),
-                    "spotPercent": (st.get("capacity") or {}).get("spotPercent"),
-                    "costPerHour": (st.get("cost") or {}).get("perHour"),
-                    "onDemandEquivalentPerHour": (st.get("cost") or {}).get(
-                        "onDemandEquivalentPerHour"
-                    ),
-                    "savingsPercent": (st.get("cost") or {}).get("savingsPercent"),
-                    "instances": sum(a["count"] for a in st.get("allocation") or []),
-                    "allocation": st.get("allocation") or [],
-                }
-            )
-        assert self.sim is not None
-        calls = self.sim.calls()
-        out["actions"] = {
-            "createFleetCalls": sum(1 for c in calls if c.operation == "CreateFleet"),
-            "instancesLaunched": self._launched_count(),
-            "terminateCalls": sum(1 for c in calls if c.operation == "TerminateInstances"),
-        }
-        reasons: dict[str, int] = {}
-        for e in self.events():
-            reasons[e["reason"]] = reasons.get(e["reason"], 0) + int(e.get("count") or 1)
-        out["events"] = reasons
-        out["steps"] = [{"t": t, "step": s} for s, t in self.steps]
-        return out
-
-    def _launched_count(self) -> int:
-        """Instances launched, from the operator's ``Launched`` Events
-        ("launched N x pool, M x pool")."""
-        n = 0
-        for e in self.events():
-            if e["reason"] == "Launched":
-                n += sum(int(m) for m in re.findall(r"(\d+) x ", e["message"]))
-        return n
-
-    def print_summary(self, s: dict[str, Any]) -> None:
-        t = Table(title="spotfleet demo: summary")
-        for col in (
-            "policy",
-            "Ready",
-            "target",
-            "fulfilled",
-            "instances",
-            "spot %",
-            "$/h",
-            "on-demand $/h",
-            "savings",
-        ):
-            t.add_column(col)
-        for p in s["policies"]:
-            t.add_row(
-                p["name"],
-                str(p["ready"]),
-                f"{p['target']} {p['unit']}",
-                str(p["fulfilled"].get("total")),
-                str(p["instances"]),
-                str(p["spotPercent"]),
-                str(p["costPerHour"]),
-                str(p["onDemandEquivalentPerHour"]),
-                f"{p['savingsPercent']}%",
-            )
-        self.console.print(t)
-        a = s["actions"]
-        avoided = ", ".join(s["avoidedPools"]) or "none"
-        self.console.print(
-            f"actions: {a['instancesLaunched']} instances launched in "
-            f"{a['createFleetCalls']} CreateFleet calls, {a['terminateCalls']} "
-            f"TerminateInstances calls; pools avoided: {avoided}; "
-            f"interruptions handled: {len(s['interrupted'])}"
-        )
 
     def stop(self) -> list[int]:
         """Tear everything down; returns the PIDs still alive afterwards (should be [])."""
