@@ -99,6 +99,8 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = Non
             # being deleted: finalize owns it now; acting could relaunch what it removes
             return Result(dict(body.get("status") or {}), [], skipped=True)
         previous = body.get("status") or {}
+        if not ps.seeded:
+            _recover(deps, body, previous, now)
         ps.seed(previous, now)
         ctx = Ctx(body, deps, ps, now, ns, name, uid, meta.get("generation"), previous)
         started = time.perf_counter()
@@ -121,6 +123,23 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = Non
         _export(ctx, rep, acted, time.perf_counter() - started)
         _audit(ctx, observed, acted)
         return result
+
+
+def _recover(
+    deps: Deps, body: Mapping[str, Any], previous: Mapping[str, Any], now: dt.datetime
+) -> None:
+    """After a restart: the pools the policy's status says are avoided stay avoided."""
+    region = str((body.get("spec") or {}).get("region") or "")
+    if not region:
+        return
+    for entry in previous.get("avoidedPools") or []:
+        try:
+            pool = model.Pool.parse(str(entry["pool"]))
+            until = dt.datetime.fromisoformat(str(entry["until"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError, TypeError):
+            continue
+        if until > now:
+            deps.state.region(region).unavailable.mark(pool, now, until)
 
 
 async def _pipeline(ctx: Ctx) -> tuple[status_mod.Observed, status_mod.Acted]:
@@ -219,10 +238,12 @@ async def _observe_decide_act(
         failure = step.failure
         if not step.avoided or failure is not None or attempt == deps.config.max_replans:
             break
+    active = rs.unavailable.active(now)
     observed = dataclasses.replace(
         observed,
         instances=acct.sweep.instances(ctx.uid, now),
         doomed=ctx.ps.doomed_now(now),
+        avoided={p: u for p in active if (u := rs.unavailable.until(p)) is not None},
     )
     if failure is None and avoided and not launched and plan is not None:
         # every pool tried was out: say so, and retry with backoff rather than hammer

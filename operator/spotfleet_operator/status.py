@@ -12,6 +12,7 @@ identity, never its message), a new shortage.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Observed:
     catalog: catalog_mod.Catalog | None = None
     market: market_mod.MarketSnapshot | None = None
     doomed: frozenset[str] = frozenset()
+    #: the region's avoided pools, until when (the status records this policy's share)
+    avoided: Mapping[model.Pool, dt.datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,17 @@ def report(
         status["lastDecision"] = prev_decision
 
     status["replacements"] = [fig.rfc3339(t) for t in acted.replacements] or None
+    # the pools this policy found out of capacity, while the region still avoids them (so
+    # a shortage rewrites only the statuses of the policies that met it)
+    mine = {p for p, _ in acted.avoided.items()}
+    for entry in previous.get("avoidedPools") or []:
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            mine.add(model.Pool.parse(str(entry["pool"])))
+    kept = sorted(
+        ((p, u) for p in mine if (u := observed.avoided.get(p)) is not None),
+        key=lambda kv: (kv[1], kv[0].key()),
+    )[:50]
+    status["avoidedPools"] = [{"pool": p.key(), "until": fig.rfc3339(u)} for p, u in kept] or None
     status["observedGeneration"] = gen
     status["conditions"] = cond.to_json(c.items)
     status["lastError"] = last_error

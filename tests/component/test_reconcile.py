@@ -210,6 +210,13 @@ async def test_capacity_error_marks_pool_and_lands_elsewhere() -> None:
         a for a in res.status["lastDecision"].get("alternatives", []) if "avoided" in a["reason"]
     ]
     assert avoided
+    # the status records them: a restarted operator keeps avoiding them until the TTL ends
+    recorded = {a["pool"] for a in res.status["avoidedPools"]}
+    assert {p.key() for p in spot_pools} <= recorded
+    restarted = make_deps(fake)
+    await reconcile.run(with_status(policy(), res), restarted, NOW + dt.timedelta(seconds=5))
+    book = restarted.state.region("us-east-1").unavailable
+    assert spot_pools <= book.active(NOW + dt.timedelta(seconds=10))
     # after the TTL the pool is tried again
     active = deps.state.region("us-east-1").unavailable.active(NOW + dt.timedelta(seconds=301))
     assert active == frozenset()

@@ -148,6 +148,15 @@ class LastError(base.ApiModel):
     message: Message = pydantic.Field(description="Detail (never contains credentials).")
 
 
+class AvoidedPool(base.ApiModel):
+    """A pool the operator avoids after a capacity or quota answer, or an interruption."""
+
+    pool: Annotated[str, pydantic.StringConstraints(max_length=128)] = pydantic.Field(
+        description="The pool, `type/zone/market`."
+    )
+    until: Time = pydantic.Field(description="When it is tried again.")
+
+
 class SpotPolicyStatus(base.ApiModel):
     """Observed state, written by the operator."""
 
@@ -175,6 +184,12 @@ class SpotPolicyStatus(base.ApiModel):
     )
     last_error: LastError | None = pydantic.Field(
         default=None, description="The most recent error, cleared by a clean reconcile."
+    )
+    avoided_pools: list[AvoidedPool] | None = pydantic.Field(
+        default=None,
+        max_length=50,
+        description="Pools of the region avoided now (the soonest retried first; kept here so "
+        "an operator restart does not try them again at once).",
     )
     replacements: list[Time] | None = pydantic.Field(
         default=None,
