@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spotfleet_engine import catalog, market, model, plan, planner
+from spotfleet_engine import candidates, catalog, market, model, plan, planner
 from spotfleet_engine.risk import advisor
 
 NOW = datetime(2021, 4, 15, tzinfo=UTC)
@@ -395,10 +395,13 @@ def interruption_charge(
     ref = min(cat.on_demand_usd_per_hour[t] / u for t, u in units.items())
     od = cat.on_demand_usd_per_hour[instance_type]
     hazard = -math.log(1.0 - r) / RISK.horizon_hours
-    loss = planner.LOST_WORK_HOURS * od + (
-        planner.REPLACEMENT_GAP_HOURS * planner.SHORTFALL_MULTIPLE * ref * units[instance_type]
+    loss = candidates.LOST_WORK_HOURS * od + (
+        candidates.REPLACEMENT_GAP_HOURS
+        * candidates.SHORTFALL_MULTIPLE
+        * ref
+        * units[instance_type]
     )
-    return planner.RISK_AVERSION[pol.objective] * hazard * loss
+    return candidates.RISK_AVERSION[pol.objective] * hazard * loss
 
 
 def expected_cost(

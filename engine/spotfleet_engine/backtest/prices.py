@@ -1,4 +1,5 @@
-"""Prices on the replay grid: the candidate pools of one policy, exact per-second
+"""Prices on the replay grid: the candidate pools of one policy (chosen by
+:mod:`spotfleet_engine.candidates`, the planner's rule), exact per-second
 billing, and cheap market snapshots that contain only the past.
 
 Everything here is pure (no I/O, no clock): the price history comes in as a
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
@@ -141,18 +143,6 @@ class PriceCurve:
         return float(self.prices[i]) if i >= 0 else None
 
 
-def candidate_types(policy: model.Policy, catalog: catalog_mod.Catalog) -> dict[str, float]:
-    """Types the policy accepts that have an on-demand price -> units per instance
-    (the same filter as the planner's)."""
-    out: dict[str, float] = {}
-    for name in sorted(catalog.types):
-        it = catalog.types[name]
-        units = it.units(policy.unit)
-        if name in catalog.on_demand_usd_per_hour and units > 0 and policy.requirements.matches(it):
-            out[name] = units
-    return out
-
-
 @dataclass(frozen=True)
 class Universe:
     """One policy's candidate pools on the decision grid.
@@ -161,8 +151,9 @@ class Universe:
     replay). ``spot`` lists the spot pools the policy may use that have prices;
     ``interval_cost[i, k]`` is what one instance of ``spot[i]`` pays over
     interval ``k`` (USD). ``on_demand`` lists every on-demand pool a strategy
-    may launch (the planner's zones: the catalog's offerings or, failing
-    those, the zones with spot prices, restricted to the policy's zones).
+    may launch (:func:`spotfleet_engine.candidates.on_demand_pools`: the
+    catalog's offerings or, failing those, the zones with spot prices in the
+    history, restricted to the policy's zones).
     ``weight``/``od_price`` are per type (units per instance, USD/h).
     """
 
@@ -225,25 +216,19 @@ def build_universe(
 
     Raises ValueError when no pool matches (nothing to replay).
     """
-    types = candidate_types(policy, catalog)
-    zones_ok = frozenset(policy.zones)
+    types = cand_mod.eligible_types(policy, catalog)
     spot: list[model.Pool] = []
     curves: list[PriceCurve] = []
     spot_zones: dict[str, set[str]] = {}
     for (t, z), s in sorted(history.series.items()):
-        if t not in types or (zones_ok and z not in zones_ok) or len(s.times) == 0:
+        if t not in types or not cand_mod.zone_allowed(policy, z) or len(s.times) == 0:
             continue
         spot.append(model.Pool(t, z, model.Market.SPOT))
         curves.append(PriceCurve.of(s))
         spot_zones.setdefault(t, set()).add(z)
     if not spot and not types:
         raise ValueError("no instance type in the catalog matches the policy")
-    od: list[model.Pool] = []
-    for t in sorted(types):
-        zs = set(catalog.zones.get(t) or ()) | spot_zones.get(t, set())
-        for z in sorted(zs):
-            if not zones_ok or z in zones_ok:
-                od.append(model.Pool(t, z, model.Market.ON_DEMAND))
+    od = cand_mod.on_demand_pools(policy, catalog, types, spot_zones)
     if not spot and not od:
         raise ValueError("no pool matches the policy (types x zones)")
     n = len(spot)

@@ -23,11 +23,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, strategies
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.backtest import interruptions as intr
+from spotfleet_engine.backtest import oracle as oracle_mod
 from spotfleet_engine.backtest import prices as prices_mod
 from spotfleet_engine.backtest import traces as traces_mod
 
@@ -224,7 +226,7 @@ def run(
 
     events = intr.simulate(u, advisor_at, config, traces)
     # strategies see only the types the policy accepts (the same answer, faster)
-    cat = catalog.restricted_to(prices_mod.candidate_types(policy, catalog))
+    cat = catalog.restricted_to(cand_mod.eligible_types(policy, catalog))
     units_by_type = {t: w for t, w in u.weight.items()}
 
     def weight(t: str) -> float:
@@ -243,7 +245,7 @@ def run(
     shortfall_rate = scoring.shortfall_od_multiple * ref
     fleets = [_Fleet(s.name, u, weight) for s in strategy_list]
     results = [StrategyResult(s.name) for s in strategy_list]
-    orc = strategies.HindsightOracle()
+    orc = oracle_mod.HindsightOracle()
     oracle_res = StrategyResult("oracle") if oracle else None
     target = policy.target
     n_dec = u.decisions

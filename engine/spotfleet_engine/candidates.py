@@ -1,0 +1,354 @@
+"""Candidate pools of one policy: eligibility, enumeration, expected cost, pruning.
+
+The one implementation of "which pools may this policy use" for the planner,
+the AWS-style baselines (:mod:`spotfleet_engine.strategies`) and the backtest
+(:mod:`spotfleet_engine.backtest.prices`):
+
+- a type is a candidate when it matches the policy's instance requirements,
+  has an on-demand price and provides more than 0 units (:func:`eligible_types`);
+- a zone is allowed when the policy lists no zones or lists it (:func:`zone_allowed`);
+- spot pools are those the market prices now; on-demand pools are one per zone
+  the catalog offers the type in or, when it lists none, per zone with a spot
+  price for it (:func:`on_demand_pools`);
+- a candidate is *eligible* unless its spot price is above
+  ``maxSpotPricePerUnitHour x units`` or the market marks it out of capacity
+  (:func:`build`; ``Candidates.why_out`` says why not; a pool out of capacity
+  keeps what already runs in it, :meth:`Candidates.keep_running`).
+
+Expected cost per instance-hour (:func:`expected_cost`) is
+``c_i = p_i + A x h_i x L_i`` with the hourly hazard ``h_i = -ln(1 - r_i) / H``
+of the risk model's probability ``r_i`` over its horizon ``H``, the cost of one
+interruption ``L_i = LOST_WORK_HOURS x od_i + REPLACEMENT_GAP_HOURS x
+SHORTFALL_MULTIPLE x u x w_i`` (``u``: the cheapest on-demand USD per unit-hour
+among the candidates) and ``A`` the objective's :data:`RISK_AVERSION`.
+
+The on-demand split (:class:`OnDemandSplit`) is the one formula for how much
+capacity must be on-demand: ``b + q (C - b)`` with ``b = min(onDemandBase,
+target)`` and ``q = onDemandPercentageAboveBase / 100``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import market as market_mod
+from spotfleet_engine import milp, model
+from spotfleet_engine.risk import protocol as risk_protocol
+
+#: Hours of the interrupted type's on-demand price one interruption costs directly:
+#: the work done since the last checkpoint (half an hourly checkpoint interval on
+#: average) plus relaunch, boot and warm-up of the replacement (about half an hour).
+LOST_WORK_HOURS = 1.0
+#: Hours the interrupted capacity is missing until its replacement runs: half of an
+#: hourly decision interval (reclaims arrive uniformly within it).
+REPLACEMENT_GAP_HOURS = 0.5
+#: Missing capacity is worth this multiple of the policy's cheapest on-demand price per
+#: unit-hour: it is worth more than it costs to buy (else nobody would run it).
+SHORTFALL_MULTIPLE = 3.0
+#: Multiple of an interruption's expected cost each objective counts (lowestCost: 1,
+#: risk-neutral).
+RISK_AVERSION: Mapping[str, float] = {
+    "lowestCost": 1.0,
+    "balanced": 10.0,
+    "lowestInterruption": 1000.0,
+}
+#: ``Candidates.why_out`` of a pool the market marks out of capacity.
+UNAVAILABLE = "marked unavailable (insufficient capacity)"
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+
+# --------------------------------------------------------------------------
+# eligibility
+# --------------------------------------------------------------------------
+
+
+def eligible_types(policy: model.Policy, catalog: catalog_mod.Catalog) -> dict[str, float]:
+    """Types the policy may use -> units per instance, in name order: the type matches
+    the instance requirements, has an on-demand price and provides more than 0 units."""
+    out: dict[str, float] = {}
+    prices = catalog.on_demand_usd_per_hour
+    req = policy.requirements
+    for name in sorted(catalog.types):
+        it = catalog.types[name]
+        units = it.units(policy.unit)
+        if name in prices and units > 0 and req.matches(it):
+            out[name] = units
+    return out
+
+
+def zone_allowed(policy: model.Policy, zone: str) -> bool:
+    """True when the policy lists no zones (any zone) or lists ``zone``."""
+    return not policy.zones or zone in policy.zones
+
+
+def on_demand_pools(
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    types: Iterable[str],
+    spot_zones: Mapping[str, Collection[str]],
+) -> list[model.Pool]:
+    """On-demand pools of ``types`` (in the order given, zones sorted): one per zone
+    the catalog offers the type in or, when it lists none, per zone in
+    ``spot_zones[type]`` (where it has a spot price); only the policy's zones."""
+    out: list[model.Pool] = []
+    on_demand = model.Market.ON_DEMAND
+    for t in types:
+        pools = catalog.on_demand_pools(t) or tuple(
+            model.Pool(t, z, on_demand) for z in sorted(spot_zones.get(t, ()))
+        )
+        out.extend(p for p in pools if zone_allowed(policy, p.zone))
+    return out
+
+
+@dataclass(frozen=True)
+class OnDemandSplit:
+    """How much capacity must be on-demand: ``base`` units (``min(onDemandBase,
+    target)``) plus ``fraction`` (``onDemandPercentageAboveBase / 100``) of what is
+    above the base."""
+
+    base: float
+    fraction: float
+
+    @classmethod
+    def of(cls, policy: model.Policy) -> OnDemandSplit:
+        return cls(
+            min(policy.on_demand_base, policy.target),
+            policy.on_demand_percentage_above_base / 100.0,
+        )
+
+    @property
+    def constant(self) -> float:
+        """The part independent of capacity: ``base x (1 - fraction)`` units."""
+        return self.base * (1.0 - self.fraction)
+
+    @property
+    def wanted(self) -> bool:
+        """True when the policy asks for any on-demand capacity."""
+        return self.base > 0 or self.fraction > 0
+
+    def required(self, capacity: float) -> float:
+        """On-demand units a plan of ``capacity`` units must hold:
+        ``b + q (C - b)``, written ``b (1 - q) + q C``."""
+        return self.constant + self.fraction * capacity
+
+
+# --------------------------------------------------------------------------
+# enumeration and expected cost
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Candidates:
+    """Candidate pools (those matching requirements and zones) as parallel arrays.
+
+    Spot pools come first (``is_od`` False), sorted by pool, then on-demand pools by
+    type and zone. ``w`` units per instance, ``price`` USD per instance-hour (spot:
+    the current market price), ``od`` the type's on-demand USD per instance-hour,
+    ``risk`` interruption probability over the risk model's horizon (0 on-demand),
+    ``cost`` expected USD per instance-hour (:func:`expected_cost`), ``why_out``
+    None for an eligible pool, else why not. ``max_count`` (index -> instances)
+    caps pools out of capacity that keep what already runs in them.
+    """
+
+    pools: list[model.Pool]
+    w: F64
+    price: F64
+    od: F64
+    is_od: B
+    risk: F64
+    cost: F64
+    why_out: list[str | None]
+    max_count: dict[int, int] = field(default_factory=dict)
+
+    def eligible(self) -> I64:
+        """Indices of the eligible pools, ascending."""
+        return np.asarray([i for i, why in enumerate(self.why_out) if why is None], dtype=np.int64)
+
+    def keep_running(self, i: int, running: int) -> None:
+        """A pool out of capacity that already runs ``running`` instances stays
+        eligible for those (no new ones)."""
+        if self.why_out[i] == UNAVAILABLE:
+            self.why_out[i] = None
+            self.max_count[i] = running
+
+
+def _pool_table(
+    policy: model.Policy, catalog: catalog_mod.Catalog, market: market_mod.MarketSnapshot
+) -> tuple[list[model.Pool], list[float], list[float], int]:
+    """(pools, prices, weights, number of spot pools): every spot pool with a price
+    and every on-demand pool of the policy's types in its zones."""
+    types = eligible_types(policy, catalog)
+    od_prices = catalog.on_demand_usd_per_hour
+    pools: list[model.Pool] = []
+    prices: list[float] = []
+    weights: list[float] = []
+    spot_zones: dict[str, list[str]] = {}
+    for pool, spot_price in market.spot_pools():
+        wt = types.get(pool.instance_type)
+        if wt is None or not zone_allowed(policy, pool.zone):
+            continue
+        pools.append(pool)
+        prices.append(spot_price)
+        weights.append(wt)
+        spot_zones.setdefault(pool.instance_type, []).append(pool.zone)
+    n_spot = len(pools)
+    for pool in on_demand_pools(policy, catalog, types, spot_zones):
+        pools.append(pool)
+        prices.append(od_prices[pool.instance_type])
+        weights.append(types[pool.instance_type])
+    return pools, prices, weights, n_spot
+
+
+def build(
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot,
+    risk: risk_protocol.RiskModel | None,
+    now: datetime,
+) -> Candidates:
+    """The policy's candidate pools at ``now`` with eligibility, risk and expected cost.
+
+    ``risk`` None asks no risk model: every risk is 0 and the cost is the price (for
+    callers that rank by price, or ask a risk model about fewer pools themselves).
+    Raises ValueError when the risk model returns the wrong shape."""
+    pools, prices, weights, n_spot = _pool_table(policy, catalog, market)
+    n = len(pools)
+    od_prices = catalog.on_demand_usd_per_hour
+    w = np.asarray(weights, dtype=np.float64)
+    od = np.asarray([od_prices[p.instance_type] for p in pools], dtype=np.float64)
+    is_od = np.zeros(n, dtype=np.bool_)
+    is_od[n_spot:] = True
+    price = np.asarray(prices, dtype=np.float64)
+    r = np.zeros(n, dtype=np.float64)
+    if risk is None:
+        cost = price.copy()
+    else:
+        # the protocol gives on-demand pools 0.0: ask only about the spot ones
+        r_spot = np.asarray(
+            risk.interruption_probability(pools[:n_spot], market, catalog, now), dtype=np.float64
+        )
+        if r_spot.shape != (n_spot,):
+            raise ValueError(f"risk model {risk.name!r} returned {r_spot.shape} for {n_spot} pools")
+        r[:n_spot] = np.clip(r_spot, 0.0, 1.0)
+        ref = reference_unit_od(od, w, is_od)
+        cost = expected_cost(price, r, od, w, ref, float(risk.horizon_hours), policy.objective)
+    why: list[str | None] = [None] * n
+    maxp = policy.max_spot_price_per_unit_hour
+    if maxp is not None:
+        unit = policy.unit.value
+        for i in np.flatnonzero(~is_od & (price > maxp * w + 1e-12)).tolist():
+            why[i] = (
+                f"spot ${price[i] / w[i]:.6f}/{unit}-h above maxSpotPricePerUnitHour ${maxp:.6f}"
+            )
+    if market.unavailable:
+        for i, p in enumerate(pools):
+            if p in market.unavailable and why[i] is None:
+                why[i] = UNAVAILABLE
+    return Candidates(pools, w, price, od, is_od, r, cost, why)
+
+
+def reference_unit_od(od: F64, w: F64, is_od: B) -> float:
+    """Cheapest on-demand USD per unit-hour among the on-demand candidates (all
+    candidates when there are none; 0 when there are no candidates at all)."""
+    if not len(od):
+        return 0.0
+    if is_od.any():
+        return float(np.min(od[is_od] / w[is_od]))
+    return float(np.min(od / w))
+
+
+def hourly_hazard(r: F64, horizon_hours: float) -> F64:
+    """Per-instance interruption hazard per hour from probabilities ``r`` over
+    ``horizon_hours`` (constant hazard: ``-ln(1 - r) / H``; r = 1 is capped)."""
+    h: F64 = -np.log1p(-np.minimum(r, 1.0 - 1e-9)) / max(horizon_hours, 1e-9)
+    return h
+
+
+def interruption_cost(od: F64, w: F64, ref_unit_od: float) -> F64:
+    """USD one interruption of an instance costs (see the module doc): lost work and
+    relaunch (``LOST_WORK_HOURS`` of ``od``) plus the missing ``w`` units for
+    ``REPLACEMENT_GAP_HOURS`` at ``SHORTFALL_MULTIPLE`` x ``ref_unit_od`` per unit-hour."""
+    out: F64 = LOST_WORK_HOURS * od + REPLACEMENT_GAP_HOURS * SHORTFALL_MULTIPLE * ref_unit_od * w
+    return out
+
+
+def expected_cost(
+    price: F64,
+    r: F64,
+    od: F64,
+    w: F64,
+    ref_unit_od: float,
+    horizon_hours: float,
+    objective: str,
+) -> F64:
+    """Expected USD per instance-hour: price + aversion x hazard x interruption cost.
+    Pools with ``r == 0`` (on-demand) cost their price."""
+    extra = RISK_AVERSION[objective] * hourly_hazard(r, horizon_hours)
+    out: F64 = price + extra * interruption_cost(od, w, ref_unit_od)
+    return out
+
+
+def on_demand_slack(split: OnDemandSplit, c: Candidates, elig: I64) -> float:
+    """How far on-demand capacity may exceed what the split requires: the largest
+    eligible on-demand instance (so spot is not displaced), 0 when no on-demand
+    capacity is wanted."""
+    od_w = c.w[elig][c.is_od[elig]]
+    return float(od_w.max()) if split.wanted and od_w.size else 0.0
+
+
+# --------------------------------------------------------------------------
+# pruning
+# --------------------------------------------------------------------------
+
+
+def prune(policy: model.Policy, c: Candidates, elig: I64, keep_always: set[int]) -> I64:
+    """Keep, per (market, weight) group, the pools fewer than ``k`` others beat.
+
+    Exchange argument: pools of one group are interchangeable for capacity,
+    the on-demand split and the share cap, so an optimal plan that uses a pool
+    beaten (cost and price both <=) by ``k`` unused pools of its group can move
+    its instances to one of them. Moving instances between two partly filled
+    pools of a group never raises the cost, so some optimal plan has at most
+    ``floor(100/share)`` capped pools + 1 partial pool per group, plus up to
+    ``minPools - 1`` more when the pool count (not implied by the share cap)
+    binds: ``k = floor(100/share) + 1`` or ``+ minPools``. Running pools are
+    always kept. Beaten on price counts only when a budget makes price matter.
+    """
+    implied = milp.min_pools_implied(policy.max_pool_share_pct, policy.min_pools)
+    k = math.floor(100.0 / policy.max_pool_share_pct + 1e-9) + (1 if implied else policy.min_pools)
+    w = np.round(c.w[elig], 6)
+    order = np.lexsort((elig, c.price[elig], c.cost[elig], w, c.is_od[elig]))
+    if policy.budget_per_hour is None:
+        # rank within (market, weight) group = position - group start
+        gw, go = w[order], c.is_od[elig][order]
+        new_group = np.ones(len(order), dtype=np.bool_)
+        new_group[1:] = (gw[1:] != gw[:-1]) | (go[1:] != go[:-1])
+        starts = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+        keep = (np.arange(len(order)) - starts) < k
+        chosen = set(elig[order[keep]].tolist()) | keep_always
+        return np.asarray(sorted(chosen), dtype=np.int64)
+    kept: list[int] = []
+    group: tuple[bool, float] | None = None
+    seen_prices: list[float] = []
+    for o in order:
+        i = int(elig[o])
+        g = (bool(c.is_od[i]), float(w[o]))
+        if g != group:
+            group, seen_prices = g, []
+        p = float(c.price[i])
+        beaten = bisect.bisect_right(seen_prices, p)
+        bisect.insort(seen_prices, p)
+        if beaten < k or i in keep_always:
+            kept.append(i)
+    return np.asarray(sorted(kept), dtype=np.int64)
