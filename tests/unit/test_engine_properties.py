@@ -212,6 +212,11 @@ def test_every_constraint_holds_in_every_plan(data: st.DataObject) -> None:
     assert p == planner.decide(pol, cat, snap, fleet, RISK, NOW)  # deterministic
     event(f"outcome {p.outcome}")
     event(f"rebalanced {any(t.reason == 'rebalance' for t in p.terminations)}")
+    # the typed kind and the text are set together, and always when the target is not met
+    assert (p.binding is None) == (p.binding_constraint is None)
+    if p.outcome in ("Degraded", "Infeasible"):
+        event(f"binding {p.binding}")
+        assert p.binding is not None
     if p.outcome == "Infeasible":
         assert p.binding_constraint
         assert p.launches == () and p.terminations == ()
@@ -331,3 +336,4 @@ def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> Non
     assert fast.launches == slow.launches
     assert fast.terminations == slow.terminations
     assert fast.binding_constraint == slow.binding_constraint
+    assert fast.binding == slow.binding
