@@ -34,6 +34,7 @@ import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
@@ -73,23 +74,28 @@ B = npt.NDArray[np.bool_]
 # --------------------------------------------------------------------------
 
 
-def eligible_types(policy: model.Policy, catalog: catalog_mod.Catalog) -> dict[str, float]:
+def eligible_types(policy: model.Policy, catalog: catalog_mod.Catalog) -> Mapping[str, float]:
     """Types the policy may use -> units per instance, in name order: the type matches
-    the instance requirements, has an on-demand price and provides more than 0 units."""
-    out: dict[str, float] = {}
-    prices = catalog.on_demand_usd_per_hour
-    req = policy.requirements
-    for name in sorted(catalog.types):
-        it = catalog.types[name]
-        units = it.units(policy.unit)
-        if name in prices and units > 0 and req.matches(it):
-            out[name] = units
-    return out
+    the instance requirements, has an on-demand price and provides more than 0 units
+    (computed once per catalog, unit and requirements)."""
+    unit, req = policy.unit, policy.requirements
+
+    def compute() -> Mapping[str, float]:
+        out: dict[str, float] = {}
+        prices = catalog.on_demand_usd_per_hour
+        for name in sorted(catalog.types):
+            it = catalog.types[name]
+            units = it.units(unit)
+            if name in prices and units > 0 and req.matches(it):
+                out[name] = units
+        return MappingProxyType(out)
+
+    return catalog.derived(("eligible_types", unit, req), compute)
 
 
-def zone_allowed(policy: model.Policy, zone: str) -> bool:
-    """True when the policy lists no zones (any zone) or lists ``zone``."""
-    return not policy.zones or zone in policy.zones
+def zone_allowed(zones: Collection[str], zone: str) -> bool:
+    """True when the policy's ``zones`` are empty (any zone) or list ``zone``."""
+    return not zones or zone in zones
 
 
 def on_demand_pools(
@@ -102,13 +108,26 @@ def on_demand_pools(
     the catalog offers the type in or, when it lists none, per zone in
     ``spot_zones[type]`` (where it has a spot price); only the policy's zones."""
     out: list[model.Pool] = []
-    on_demand = model.Market.ON_DEMAND
+    zones = policy.zones
     for t in types:
-        pools = catalog.on_demand_pools(t) or tuple(
-            model.Pool(t, z, on_demand) for z in sorted(spot_zones.get(t, ()))
-        )
-        out.extend(p for p in pools if zone_allowed(policy, p.zone))
+        if catalog.on_demand_pools(t):
+            out.extend(_offered(catalog, t, zones))
+        else:
+            pools = (
+                model.Pool(t, z, model.Market.ON_DEMAND) for z in sorted(spot_zones.get(t, ()))
+            )
+            out.extend(p for p in pools if zone_allowed(zones, p.zone))
     return out
+
+
+def _offered(
+    catalog: catalog_mod.Catalog, t: str, zones: tuple[str, ...]
+) -> tuple[model.Pool, ...]:
+    """The catalog's on-demand pools of ``t`` in ``zones`` (computed once per catalog)."""
+    return catalog.derived(
+        ("on_demand_pools", t, zones),
+        lambda: tuple(p for p in catalog.on_demand_pools(t) if zone_allowed(zones, p.zone)),
+    )
 
 
 @dataclass(frozen=True)
@@ -183,31 +202,39 @@ class Candidates:
             self.max_count[i] = running
 
 
-def _pool_table(
-    policy: model.Policy, catalog: catalog_mod.Catalog, market: market_mod.MarketSnapshot
-) -> tuple[list[model.Pool], list[float], list[float], int]:
-    """(pools, prices, weights, number of spot pools): every spot pool with a price
-    and every on-demand pool of the policy's types in its zones."""
-    types = eligible_types(policy, catalog)
-    od_prices = catalog.on_demand_usd_per_hour
-    pools: list[model.Pool] = []
-    prices: list[float] = []
-    weights: list[float] = []
-    spot_zones: dict[str, list[str]] = {}
-    for pool, spot_price in market.spot_pools():
-        wt = types.get(pool.instance_type)
-        if wt is None or not zone_allowed(policy, pool.zone):
-            continue
-        pools.append(pool)
-        prices.append(spot_price)
-        weights.append(wt)
-        spot_zones.setdefault(pool.instance_type, []).append(pool.zone)
-    n_spot = len(pools)
-    for pool in on_demand_pools(policy, catalog, types, spot_zones):
-        pools.append(pool)
-        prices.append(od_prices[pool.instance_type])
-        weights.append(types[pool.instance_type])
-    return pools, prices, weights, n_spot
+@dataclass(frozen=True, eq=False)
+class _OnDemandPart:
+    """The on-demand candidates of a policy: pools, USD per instance-hour, units."""
+
+    pools: tuple[model.Pool, ...]
+    price: F64
+    w: F64
+
+
+def _on_demand_part(
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    types: Mapping[str, float],
+    spot_zones: Mapping[str, list[str]],
+) -> _OnDemandPart:
+    """:func:`on_demand_pools` of ``types`` with prices and units, computed once per
+    catalog for the policy's unit, requirements, zones and the spot zones of the
+    types the catalog offers nowhere (the only part that depends on the market)."""
+    fallback = tuple(
+        (t, tuple(spot_zones.get(t, ()))) for t in types if not catalog.on_demand_pools(t)
+    )
+
+    def compute() -> _OnDemandPart:
+        pools = tuple(on_demand_pools(policy, catalog, types, spot_zones))
+        prices = catalog.on_demand_usd_per_hour
+        return _OnDemandPart(
+            pools,
+            np.asarray([prices[p.instance_type] for p in pools], dtype=np.float64),
+            np.asarray([types[p.instance_type] for p in pools], dtype=np.float64),
+        )
+
+    key = ("on_demand_part", policy.unit, policy.requirements, policy.zones, fallback)
+    return catalog.derived(key, compute)
 
 
 def build(
@@ -222,21 +249,38 @@ def build(
     ``risk`` None asks no risk model: every risk is 0 and the cost is the price (for
     callers that rank by price, or ask a risk model about fewer pools themselves).
     Raises ValueError when the risk model returns the wrong shape."""
-    pools, prices, weights, n_spot = _pool_table(policy, catalog, market)
-    n = len(pools)
+    types = eligible_types(policy, catalog)
     od_prices = catalog.on_demand_usd_per_hour
-    w = np.asarray(weights, dtype=np.float64)
-    od = np.asarray([od_prices[p.instance_type] for p in pools], dtype=np.float64)
+    spot: list[model.Pool] = []
+    spot_price: list[float] = []
+    spot_w: list[float] = []
+    spot_od: list[float] = []
+    spot_zones: dict[str, list[str]] = {}
+    for pool, p in market.spot_pools():
+        wt = types.get(pool.instance_type)
+        if wt is None or not zone_allowed(policy.zones, pool.zone):
+            continue
+        spot.append(pool)
+        spot_price.append(p)
+        spot_w.append(wt)
+        spot_od.append(od_prices[pool.instance_type])
+        spot_zones.setdefault(pool.instance_type, []).append(pool.zone)
+    odp = _on_demand_part(policy, catalog, types, spot_zones)
+    n_spot = len(spot)
+    pools = spot + list(odp.pools)
+    n = len(pools)
+    w = np.concatenate((np.asarray(spot_w, dtype=np.float64), odp.w))
+    od = np.concatenate((np.asarray(spot_od, dtype=np.float64), odp.price))
+    price = np.concatenate((np.asarray(spot_price, dtype=np.float64), odp.price))
     is_od = np.zeros(n, dtype=np.bool_)
     is_od[n_spot:] = True
-    price = np.asarray(prices, dtype=np.float64)
     r = np.zeros(n, dtype=np.float64)
     if risk is None:
         cost = price.copy()
     else:
         # the protocol gives on-demand pools 0.0: ask only about the spot ones
         r_spot = np.asarray(
-            risk.interruption_probability(pools[:n_spot], market, catalog, now), dtype=np.float64
+            risk.interruption_probability(spot, market, catalog, now), dtype=np.float64
         )
         if r_spot.shape != (n_spot,):
             raise ValueError(f"risk model {risk.name!r} returned {r_spot.shape} for {n_spot} pools")
@@ -252,8 +296,8 @@ def build(
                 f"spot ${price[i] / w[i]:.6f}/{unit}-h above maxSpotPricePerUnitHour ${maxp:.6f}"
             )
     if market.unavailable:
-        for i, p in enumerate(pools):
-            if p in market.unavailable and why[i] is None:
+        for i, pl in enumerate(pools):
+            if pl in market.unavailable and why[i] is None:
                 why[i] = UNAVAILABLE
     return Candidates(pools, w, price, od, is_od, r, cost, why)
 

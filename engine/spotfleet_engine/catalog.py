@@ -10,14 +10,17 @@ import csv
 import functools
 import gzip
 import importlib.resources
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from spotfleet_engine import model
 
 SPECS_FILE = "ec2_instance_types_specs_moto-5.2.5.csv.gz"
 OFFERINGS_FILE = "ec2_instance_type_offerings_az_moto-5.2.5.csv.gz"
 ON_DEMAND_FILE = "ec2_catalog_ondemand_spotavg_by_region_2024-04.csv.gz"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,20 @@ class Catalog:
             t: tuple(model.Pool(t, z, model.Market.ON_DEMAND) for z in sorted(zs))
             for t, zs in self.zones.items()
         }
+
+    @functools.cached_property
+    def _derived(self) -> dict[Hashable, object]:
+        return {}
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per ``key`` for this catalog: the catalog is
+        immutable, so what is derived from it only (e.g. the types a policy's
+        requirements match) is too. ``key`` must name everything ``compute`` reads
+        besides the catalog."""
+        memo = self._derived
+        if key not in memo:
+            memo[key] = compute()
+        return cast(T, memo[key])
 
     def on_demand_pools(self, instance_type: str) -> tuple[model.Pool, ...]:
         """On-demand pools of the type, one per offering zone, sorted (computed once)."""

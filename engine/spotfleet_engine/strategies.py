@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
@@ -91,8 +91,7 @@ class Spotfleet:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """An eligible pool: ``price`` USD per instance-hour, ``units`` per instance, ``risk``."""
 
     pool: model.Pool
@@ -115,9 +114,10 @@ def eligible(
     c = cand_mod.build(policy, catalog, market, None, market.observed_at)
     spot: list[Candidate] = []
     od: list[Candidate] = []
-    for i in c.eligible().tolist():
-        cand = Candidate(c.pools[i], float(c.price[i]), float(c.w[i]))
-        (od if c.is_od[i] else spot).append(cand)
+    rows = zip(c.pools, c.price.tolist(), c.w.tolist(), c.is_od.tolist(), c.why_out, strict=True)
+    for pool, price, units, is_od, why in rows:
+        if why is None:
+            (od if is_od else spot).append(Candidate(pool, price, units))
     return spot, od
 
 

@@ -221,7 +221,7 @@ def build_universe(
     curves: list[PriceCurve] = []
     spot_zones: dict[str, set[str]] = {}
     for (t, z), s in sorted(history.series.items()):
-        if t not in types or not cand_mod.zone_allowed(policy, z) or len(s.times) == 0:
+        if t not in types or not cand_mod.zone_allowed(policy.zones, z) or len(s.times) == 0:
             continue
         spot.append(model.Pool(t, z, model.Market.SPOT))
         curves.append(PriceCurve.of(s))
