@@ -30,7 +30,6 @@ target)`` and ``q = onDemandPercentageAboveBase / 100``.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -356,23 +355,39 @@ def on_demand_slack(split: OnDemandSplit, c: Candidates, elig: I64) -> float:
 # --------------------------------------------------------------------------
 
 
-def prune(policy: model.Policy, c: Candidates, elig: I64, keep_always: set[int]) -> I64:
-    """Keep, per (market, weight) group, the pools fewer than ``k`` others beat.
+def pools_per_group(policy: model.Policy, w: F64) -> I64:
+    """Most pools of one (market, size ``w``) group some optimal plan needs (per ``w``).
 
-    Exchange argument: pools of one group are interchangeable for capacity,
-    the on-demand split and the share cap, so an optimal plan that uses a pool
-    beaten (cost and price both <=) by ``k`` unused pools of its group can move
-    its instances to one of them. Moving instances between two partly filled
-    pools of a group never raises the cost, so some optimal plan has at most
-    ``floor(100/share)`` capped pools + 1 partial pool per group, plus up to
-    ``minPools - 1`` more when the pool count (not implied by the share cap)
-    binds: ``k = floor(100/share) + 1`` or ``+ minPools``. Running pools are
-    always kept. Beaten on price counts only when a budget makes price matter.
-    """
+    A pool holds at most ``m = floor(share x C / w)`` whole instances, so a group
+    of ``n`` instances needs ``ceil(n / m)`` pools once its instances are moved into
+    its cheapest pools (moving instances within a group never raises the cost).
+    With ``n <= C / w`` and ``a = share x C / w``: ``n / m <= a / (share x floor(a))
+    < (1 + 1/n0) / share``, where ``n0 = floor(share x C_min / w)`` (at least 1)
+    and ``C_min`` the least capacity a plan may have (``minCapacity``, else the
+    target). Plus up to ``minPools - 1`` pools that only the pool count needs,
+    when the share cap does not already force ``minPools``."""
+    share = policy.max_pool_share_pct / 100.0
+    least = policy.target if policy.min_capacity is None else policy.min_capacity
+    n0 = np.maximum(np.floor(share * least / w + 1e-9), 1.0)
+    k = np.ceil((1.0 + 1.0 / n0) / share - 1e-9).astype(np.int64)
     implied = milp.min_pools_implied(policy.max_pool_share_pct, policy.min_pools)
-    k = math.floor(100.0 / policy.max_pool_share_pct + 1e-9) + (1 if implied else policy.min_pools)
+    out: I64 = k + (0 if implied else policy.min_pools - 1)
+    return out
+
+
+def prune(policy: model.Policy, c: Candidates, elig: I64, keep_always: set[int]) -> I64:
+    """Keep, per (market, weight) group, the pools fewer than ``k`` others beat, ``k``
+    being :func:`pools_per_group` of the group.
+
+    Exchange argument: pools of one group are interchangeable for capacity, the
+    on-demand split, the share cap and the pool count, so an optimal plan that
+    uses a pool beaten (cost and price both <=) by ``k`` others, of which at most
+    ``k - 1`` are used, can move all its instances to an unused one. Running pools
+    are always kept. Beaten on price counts only when a budget makes price matter.
+    """
     w = np.round(c.w[elig], 6)
     order = np.lexsort((elig, c.price[elig], c.cost[elig], w, c.is_od[elig]))
+    k = pools_per_group(policy, c.w[elig][order])
     if policy.budget_per_hour is None:
         # rank within (market, weight) group = position - group start
         gw, go = w[order], c.is_od[elig][order]
@@ -385,7 +400,7 @@ def prune(policy: model.Policy, c: Candidates, elig: I64, keep_always: set[int])
     kept: list[int] = []
     group: tuple[bool, float] | None = None
     seen_prices: list[float] = []
-    for o in order:
+    for j, o in enumerate(order):
         i = int(elig[o])
         g = (bool(c.is_od[i]), float(w[o]))
         if g != group:
@@ -393,6 +408,6 @@ def prune(policy: model.Policy, c: Candidates, elig: I64, keep_always: set[int])
         p = float(c.price[i])
         beaten = bisect.bisect_right(seen_prices, p)
         bisect.insort(seen_prices, p)
-        if beaten < k or i in keep_always:
+        if beaten < k[j] or i in keep_always:
             kept.append(i)
     return np.asarray(sorted(kept), dtype=np.int64)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -337,3 +338,35 @@ def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> Non
     assert fast.terminations == slow.terminations
     assert fast.binding_constraint == slow.binding_constraint
     assert fast.binding == slow.binding
+
+
+def test_pruning_keeps_enough_pools_when_the_share_cap_rounds_down() -> None:
+    """The share cap holds whole instances: at 60 % of 3 vCPU a 1-vCPU pool takes 1
+    instance, not 1.8, so the plan needs 3 pools of one (market, size) group. Pruning
+    once kept floor(100/60) + 1 = 2 per group and the plan paid for 4 vCPU in 2 pools
+    (found by ``test_pruning_keeps_the_optimum``)."""
+    names = [f"m5.s{k}" for k in range(6)]
+    types = {
+        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
+        for n in names
+    }
+    cat = catalog.Catalog(
+        "zz-1",
+        types,
+        {n: 0.0312 for n in names},
+        {n: frozenset({"zz-1a"}) for n in names},
+    )
+    hist = {
+        (n, "zz-1a"): (market.PricePoint(NOW - timedelta(hours=1), 0.0312),)
+        for n in ("m5.s0", "m5.s1", "m5.s5")
+    }
+    snap = market.MarketSnapshot("zz-1", NOW, hist)
+    pol = model.Policy(region="zz-1", target=3.0, max_pool_share_pct=60.0)
+    pruned = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    full = planner.decide(
+        pol, cat, snap, model.Fleet(), RISK, NOW, options=planner.Options(prune=False)
+    )
+    assert full.outcome == pruned.outcome == "Optimal"
+    assert sum(full.targets.values()) == 3 and len(full.targets) == 3
+    assert pruned.targets == full.targets
+    assert pruned.expected_cost_per_hour == pytest.approx(full.expected_cost_per_hour)
