@@ -370,3 +370,33 @@ def test_pruning_keeps_enough_pools_when_the_share_cap_rounds_down() -> None:
     assert sum(full.targets.values()) == 3 and len(full.targets) == 3
     assert pruned.targets == full.targets
     assert pruned.expected_cost_per_hour == pytest.approx(full.expected_cost_per_hour)
+
+
+def test_the_interruption_charge_prices_missing_units_at_the_policys_own_zones() -> None:
+    """``u`` (the cheapest on-demand USD per unit-hour) counts only types the policy can
+    buy: a cheaper type offered only outside the policy's zones does not lower it (the
+    backtest's shortfall rate counts the same types; found by
+    ``test_every_constraint_holds_in_every_plan``, whose checker had ignored zones)."""
+    names = ["m5.s0", "m5.s3"]
+    types = {
+        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
+        for n in names
+    }
+    cat = catalog.Catalog(
+        "zz-1",
+        types,
+        {"m5.s0": 0.0312, "m5.s3": 0.0234},
+        {"m5.s0": frozenset({"zz-1a", "zz-1b"}), "m5.s3": frozenset({"zz-1b"})},
+    )
+    hist = {("m5.s0", "zz-1a"): (market.PricePoint(NOW - timedelta(hours=1), 0.0312),)}
+    snap = market.MarketSnapshot("zz-1", NOW, hist)
+    pol = model.Policy(region="zz-1", target=1.0, zones=("zz-1a",))
+    p = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    spot = model.Pool("m5.s0", "zz-1a", model.Market.SPOT)
+    assert p.targets == {spot: 1}
+    (r,) = RISK.interruption_probability([spot], snap, cat, NOW)
+    hazard = -math.log(1.0 - r) / RISK.horizon_hours
+    u = 0.0312  # m5.s0 per vCPU; m5.s3 (0.0234) is offered in zz-1b only
+    charge = hazard * (1.0 * 0.0312 + 0.5 * 3.0 * u * 1.0)  # lowestCost: aversion 1
+    assert p.expected_cost_per_hour == pytest.approx(0.0312 + charge, rel=1e-12)
+    assert interruption_charge(cat, pol, "m5.s0", r) == pytest.approx(charge, rel=1e-12)
