@@ -7,6 +7,7 @@ the operator side may refresh it from AWS and build a :class:`Catalog` itself.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import gzip
 import importlib.resources
@@ -141,7 +142,10 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
 
     Specs come from moto 5.2.5's DescribeInstanceTypes data; types moto lacks
     (older GPU/FPGA generations) are filled from the vantage catalog's vCPU,
-    memory, GPU, arch and generation columns (burstable = T family). On-demand
+    memory, GPU, arch and generation columns (burstable = T family). The
+    current-generation flag of every type is vantage's: moto's file marks 98
+    current types previous generation (c4, c5, m4, m5, r4, r5, m6i, r6i, g5,
+    c6gn, r7g, r7gd), so ``currentGenerationOnly`` would drop them. On-demand
     prices are vantage's Linux USD/h of April 2024. Zones are moto's AZ
     offerings; a type with a price but no offering row has an empty zone set.
     Raises ValueError for a region with no on-demand prices.
@@ -159,7 +163,10 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
             continue
         if not price > 0:
             continue
+        current = _bool(r["current_generation"])
         it = specs.get(name)
+        if it is not None and it.current_generation != current:
+            it = dataclasses.replace(it, current_generation=current)
         if it is None:
             family = name.split(".", 1)[0]
             it = model.InstanceType(
@@ -170,7 +177,7 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
                 arch=_arch(r["arch"]),
                 gpus=int(float(r["gpu_count"] or 0)),
                 burstable=family.startswith("t") and family[1:2].isdigit(),
-                current_generation=_bool(r["current_generation"]),
+                current_generation=current,
                 bare_metal=name.endswith(".metal") or ".metal-" in name,
             )
         types[name] = it

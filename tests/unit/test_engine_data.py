@@ -34,6 +34,32 @@ def test_catalog_types_prices_and_zones() -> None:
     assert other.on_demand_price("m5.large") != cat.on_demand_price("m5.large")
 
 
+#: current generation per the bundled on-demand price file (vantage, April 2024); moto
+#: 5.2.5's DescribeInstanceTypes data marks all of these previous generation
+CURRENT = (
+    "m5.large", "c5.xlarge", "r5.large", "m6i.large", "r6i.large", "c4.large",
+    "m4.large", "r4.large", "g5.xlarge", "c6gn.large", "r7g.large", "r7gd.large",
+    "t3.micro", "m7i.large",
+)  # fmt: skip
+PREVIOUS = ("m1.small", "t1.micro", "c3.large", "m3.medium", "r3.large", "i2.xlarge")
+
+
+def test_catalog_generation_flags() -> None:
+    """``currentGenerationOnly`` keeps the common current families and drops the old
+    ones: the flag comes from the on-demand price file, not moto's instance-type file."""
+    cat = catalog.load_bundled("us-east-1")
+    for name in CURRENT:
+        assert cat.types[name].current_generation, name
+    for name in PREVIOUS:
+        assert not cat.types[name].current_generation, name
+    current_only = model.Requirements(current_generation_only=True)
+    assert current_only.matches(cat.types["m5.large"])
+    assert not current_only.matches(cat.types["m1.small"])
+    # the same flag in every region the file covers
+    eu = catalog.load_bundled("eu-west-1")
+    assert eu.types["c5.xlarge"].current_generation and not eu.types["m3.medium"].current_generation
+
+
 def test_catalog_unknown_region_raises() -> None:
     with pytest.raises(ValueError, match="no bundled on-demand prices"):
         catalog.load_bundled("xx-nowhere-1")
