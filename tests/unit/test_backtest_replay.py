@@ -273,3 +273,58 @@ def test_report_has_every_figure_and_a_sensitivity_table() -> None:
     assert len(doc["sensitivity"]) == 9
     assert all(len(s["ranking"]) == 6 for s in doc["sensitivity"])
     assert len(doc["timeline"]["t"]) == 24
+
+
+class _Recorder:
+    """lowest-price, remembering which advisor each decision was shown."""
+
+    def __init__(self) -> None:
+        self.inner = strategies.LowestPrice(advisor.AdvisorBandRisk())
+        self.risk = self.inner.risk
+        self.name = "recorder"
+        self.seen: list[tuple[datetime, int]] = []
+
+    def decide(self, policy, catalog, market, fleet, risk, now):  # type: ignore[no-untyped-def]
+        self.seen.append((now, len(market.advisor)))
+        return self.inner.decide(policy, catalog, market, fleet, risk, now)
+
+
+def test_no_decision_sees_an_advisor_snapshot_dated_after_it() -> None:
+    """A snapshot dated mid-window is in force from its day on; before it none is
+    (the replay used to hand the earliest snapshot to every earlier hour), and the
+    report says which was in force when."""
+    day = datetime(2021, 3, 11, tzinfo=UTC)
+    one = market.AdvisorHistory("us-east-1", ((day.date(), ADV.snapshots[0][1]),))
+    rec = _Recorder()
+    res = backtest.run(
+        SMALL,
+        CAT,
+        _history(),
+        [rec],  # type: ignore[list-item]
+        start=START,
+        end=START + timedelta(hours=48),
+        advisor=one,
+        config=interruptions.InterruptionConfig(seed=0),
+        oracle=False,
+    )
+    assert len(rec.seen) == 48
+    for now, n in rec.seen:
+        assert (n > 0) == (now >= day), now
+    assert report.advisor_in_force(res) == [
+        {
+            "snapshot": None,
+            "from": START.isoformat(),
+            "to": day.isoformat(),
+            "decisions": 24,
+        },
+        {
+            "snapshot": "2021-03-11",
+            "from": day.isoformat(),
+            "to": (START + timedelta(hours=48)).isoformat(),
+            "decisions": 24,
+        },
+    ]
+    notes = report.to_dict(res)["notes"]
+    assert notes[0].startswith("no advisor snapshot") and notes[1].startswith(
+        "advisor snapshot 2021-03-11"
+    )

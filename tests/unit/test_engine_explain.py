@@ -4,35 +4,19 @@ on the real bundled 2021 us-east-1 market at 2021-04-15."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pytest
+from spotfleet_engine import catalog, explain, market, model
 
-from spotfleet_engine import catalog, explain, market, model, plan, planner
-from spotfleet_engine.risk import advisor
+# the real market of 2021-04-15 and the helpers the planner's tests use
+from tests.unit.test_engine_planner import NOW, cat, decide, policy, snap
 
-NOW = datetime(2021, 4, 15, tzinfo=UTC)
-RISK = advisor.AdvisorBandRisk()
+__all__ = ["cat", "snap"]  # pytest fixtures
+
 Binding = explain.Binding
 C5 = model.Requirements(allowed_types=frozenset({"c5.xlarge"}))
 SPOT_1A = model.Pool("c5.xlarge", "us-east-1a", model.Market.SPOT)
 OD_1A = model.Pool("c5.xlarge", "us-east-1a", model.Market.ON_DEMAND)
-
-
-@pytest.fixture(scope="module")
-def snap() -> market.MarketSnapshot:
-    return market.snapshot_at(market.load_bundled_history(), NOW, lookback=timedelta(days=1))
-
-
-@pytest.fixture(scope="module")
-def cat(snap: market.MarketSnapshot) -> catalog.Catalog:
-    return catalog.load_bundled().restricted_to({t for t, _ in snap.spot_history})
-
-
-def policy(**kw: object) -> model.Policy:
-    base: dict[str, object] = {"region": "us-east-1", "target": 64.0}
-    base.update(kw)
-    return model.Policy(**base)  # type: ignore[arg-type]
 
 
 def fleet_of(pool: model.Pool, n: int, replacements: int = 0) -> model.Fleet:
@@ -40,15 +24,6 @@ def fleet_of(pool: model.Pool, n: int, replacements: int = 0) -> model.Fleet:
         tuple(model.FleetInstance(f"i-{k}", pool, NOW - timedelta(hours=k + 1)) for k in range(n)),
         replacements,
     )
-
-
-def decide(
-    pol: model.Policy,
-    cat: catalog.Catalog,
-    snap: market.MarketSnapshot,
-    fleet: model.Fleet | None = None,
-) -> plan.Plan:
-    return planner.decide(pol, cat, snap, fleet or model.Fleet(), RISK, NOW)
 
 
 def dry(snap: market.MarketSnapshot, *pools: model.Pool) -> market.MarketSnapshot:

@@ -52,11 +52,15 @@ def history_from_rows(
     ``spot_price``, and when present ``product_description`` (rows of another
     product are skipped unless ``product_description`` is None) and ``region``
     (default: the zone name minus its letter). Duplicate timestamps in a pool
-    keep the last row. Raises ValueError when no row is usable.
+    keep the last row. Rows whose price is unusable (negative or zero such as
+    the ``-1.0`` sentinel, NaN, infinite, not a number:
+    :func:`spotfleet_engine.market.price_problem`) are dropped and counted in
+    ``PriceHistory.rejected_rows``. Raises ValueError when no row is usable.
     """
     acc: dict[tuple[str, str], dict[int, float]] = {}
     seen_region: str | None = region
     cache: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     for r in rows:
         pd = r.get("product_description")
         if product_description is not None and pd is not None and pd != product_description:
@@ -69,6 +73,10 @@ def history_from_rows(
             seen_region = reg
         elif reg != seen_region:
             raise ValueError(f"rows from more than one region ({seen_region}, {reg}); pass region=")
+        problem = market_mod.price_problem(r["spot_price"])
+        if problem is not None:
+            rejected[problem] = rejected.get(problem, 0) + 1
+            continue
         ts = r["timestamp"]
         sec = cache.get(ts)
         if sec is None:
@@ -76,7 +84,8 @@ def history_from_rows(
             cache[ts] = sec
         acc.setdefault((r["instance_type"], zone), {})[sec] = float(r["spot_price"])
     if not acc or seen_region is None:
-        raise ValueError("no usable spot price rows")
+        dropped = f" ({rejected_text(rejected)} dropped)" if rejected else ""
+        raise ValueError(f"no usable spot price rows{dropped}")
     series: dict[tuple[str, str], market_mod.PoolSeries] = {}
     lo = hi = None
     for key in sorted(acc):
@@ -92,7 +101,15 @@ def history_from_rows(
         series=series,
         start=datetime.fromtimestamp(lo, UTC),
         end=datetime.fromtimestamp(hi, UTC),
+        rejected_rows=rejected,
     )
+
+
+def rejected_text(rejected: Mapping[str, int]) -> str:
+    """``"3 price rows: 1 not a number, 2 zero or negative"`` for the counts by reason."""
+    n = sum(rejected.values())
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(rejected.items()))
+    return f"{n} price row{'s' if n != 1 else ''}: {parts}"
 
 
 def decision_grid(start: datetime, end: datetime, interval: timedelta) -> I64:
@@ -223,6 +240,11 @@ def build_universe(
     for (t, z), s in sorted(history.series.items()):
         if t not in types or not cand_mod.zone_allowed(policy.zones, z) or len(s.times) == 0:
             continue
+        if not bool(np.all(np.isfinite(s.prices) & (s.prices > 0.0))):
+            raise ValueError(
+                f"spot prices of {t} in {z} include values that are not positive and finite "
+                "(history_from_rows drops such rows)"
+            )
         spot.append(model.Pool(t, z, model.Market.SPOT))
         curves.append(PriceCurve.of(s))
         spot_zones.setdefault(t, set()).add(z)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +107,11 @@ class ReplayResult:
     spot_pools: int
     on_demand_pools: int
     reclaims_by_source: dict[str, int]
+    #: the advisor snapshot in force, as consecutive runs of decisions:
+    #: (snapshot date or None, first decision epoch s, end epoch s, decisions)
+    advisor_in_force: tuple[tuple[date | None, int, int, int], ...] = ()
+    #: price rows the history's loader dropped, by reason (see ``market.PriceHistory``)
+    rejected_price_rows: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def simulated_hours(self) -> float:
@@ -217,6 +222,7 @@ def run(
     adv_cache: dict[object, Mapping[str, market_mod.AdvisorEntry]] = {}
 
     def advisor_at(k: int) -> Mapping[str, market_mod.AdvisorEntry]:
+        # snapshots count from their day's 00:00 UTC, so one lookup per day is exact
         day = u.time(k).date()
         got = adv_cache.get(day)
         if got is None:
@@ -307,7 +313,24 @@ def run(
         spot_pools=len(u.spot),
         on_demand_pools=len(u.on_demand),
         reclaims_by_source=events.counts_by_source(),
+        advisor_in_force=_advisor_runs(advisor, grid),
+        rejected_price_rows=dict(history.rejected_rows),
     )
+
+
+def _advisor_runs(
+    advisor: market_mod.AdvisorHistory, grid: npt.NDArray[np.int64]
+) -> tuple[tuple[date | None, int, int, int], ...]:
+    """Which advisor snapshot each decision saw, as runs (see ``ReplayResult``)."""
+    runs: list[tuple[date | None, int, int, int]] = []
+    for k in range(len(grid) - 1):
+        d = advisor.date_at(datetime.fromtimestamp(int(grid[k]), UTC))
+        if runs and runs[-1][0] == d:
+            _, first, _, n = runs[-1]
+            runs[-1] = (d, first, int(grid[k + 1]), n + 1)
+        else:
+            runs.append((d, int(grid[k]), int(grid[k + 1]), 1))
+    return tuple(runs)
 
 
 def _apply(
