@@ -342,12 +342,12 @@ def expected_cost(
     return out
 
 
-def on_demand_slack(split: OnDemandSplit, c: Candidates, elig: I64) -> float:
+def on_demand_slack(split: OnDemandSplit, on_demand_units: F64) -> float:
     """How far on-demand capacity may exceed what the split requires: the largest
-    eligible on-demand instance (so spot is not displaced), 0 when no on-demand
-    capacity is wanted."""
-    od_w = c.w[elig][c.is_od[elig]]
-    return float(od_w.max()) if split.wanted and od_w.size else 0.0
+    on-demand instance the policy may buy (``on_demand_units``: units per instance of
+    its on-demand pools), so rounding up to whole instances never displaces spot;
+    0 when no on-demand capacity is wanted. The planner and the oracle use it."""
+    return float(on_demand_units.max()) if split.wanted and on_demand_units.size else 0.0
 
 
 # --------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def decide(
             running[i] = hysteresis.newest_first(by_pool[pool])
     elig = c.eligible()
     split = cand_mod.OnDemandSplit.of(policy)
-    slack = cand_mod.on_demand_slack(split, c, elig)
+    slack = cand_mod.on_demand_slack(split, c.w[elig][c.is_od[elig]])
 
     scaled = hysteresis.scale_in(policy, c, running, split)
     kept = {i: len(v) for i, v in scaled.items() if v}

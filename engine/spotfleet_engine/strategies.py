@@ -13,7 +13,11 @@ zones, the on-demand base and percentage (EC2 Fleet's on-demand target),
 ``maxSpotPricePerUnitHour`` (MaxPrice), ``minPools`` (lowest-price's
 InstancePoolsToUseCount: the spot capacity is split over at least that many
 pools) and ``maxPoolSharePercent``. When no spot pool can take the missing
-capacity they fall back to on-demand, as spotfleet's planner may.
+capacity it stays missing, as with EC2 Fleet and spotfleet's planner: on-demand
+never goes beyond the policy's base and percentage (until 2026-11-27 they fell
+back to on-demand, which the policy does not allow and the hindsight bound,
+held to the policy, need not beat). :class:`OnDemandOnly` is the exception by
+design: the all-on-demand reference every saving is measured from.
 
 - :class:`OnDemandOnly`: the cheapest on-demand capacity per unit.
 - :class:`LowestPrice`: spot pools by price per unit.
@@ -204,10 +208,8 @@ def _maintain(
     if need > 1e-9 and not all_on_demand:
         left = fill(spot, need, per_pool)
         if left > 1e-9 and per_pool < share_cap:
-            left = fill(spot, left, share_cap)
-        need = left
-    if need > 1e-9:
-        need = fill(od_sorted, need, share_cap)
+            fill(spot, left, share_cap)
+    # what spot cannot take stays missing: the policy's on-demand share holds here too
 
     # scale in: newest spot instances first while capacity stays >= target
     terminations: list[plan_mod.Terminate] = []

@@ -30,3 +30,35 @@ def test_oracle_greedy_equals_the_lp() -> None:
         g = orc.interval(*args)
         lp = orc.interval(*args, exact_lp=True)
         assert g.cost == pytest.approx(lp.cost, rel=1e-6, abs=1e-9), trial
+
+
+def test_the_oracle_keeps_the_policys_on_demand_share() -> None:
+    """On-demand costs half of spot this interval, yet the oracle may hold no more
+    on-demand than the policy's split allows (one instance of rounding above it),
+    like every strategy that obeys the policy: spot for the rest."""
+    pools = [model.Pool(f"t{i}.large", "z", model.Market.SPOT) for i in range(4)]
+    od = [model.Pool(f"t{i}.large", z, model.Market.ON_DEMAND) for i in range(4) for z in "ab"]
+    w = {f"t{i}.large": 2.0 for i in range(4)}
+    odp = {t: 0.1 for t in w}  # 0.05 USD per unit-hour
+    bill = [0.2] * 4  # spot: 0.10 USD per unit-hour, no reclaim
+    orc = oracle.HindsightOracle()
+    for base, pct in ((0.0, 0.0), (8.0, 20.0), (0.0, 50.0), (40.0, 0.0)):
+        pol = model.Policy(
+            region="r",
+            target=40.0,
+            on_demand_base=base,
+            on_demand_percentage_above_base=pct,
+            max_pool_share_pct=50.0,
+        )
+        for exact in (False, True):
+            iv = orc.interval(
+                pol, 1.0, pools, bill, [None] * 4, od, odp.__getitem__, w.__getitem__, 1.0, 0.15,
+                exact_lp=exact,
+            )  # fmt: skip
+            on_demand = sum(u for p, u in iv.units.items() if p.market is model.Market.ON_DEMAND)
+            capacity = sum(iv.units.values()) + iv.shortfall_unit_h
+            q = pct / 100.0
+            allowed = base * (1 - q) + q * capacity + (2.0 if base or pct else 0.0)
+            assert on_demand <= allowed + 1e-6, (base, pct, exact, on_demand, allowed)
+            assert on_demand >= base * (1 - q) + q * 40.0 - 1e-6  # and at least the split
+            assert iv.shortfall_unit_h == pytest.approx(0.0, abs=1e-9)  # spot is cheaper
