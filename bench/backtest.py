@@ -111,6 +111,7 @@ def table(name: str, res: backtest.ReplayResult) -> str:
     ]
     for r in report.rows(res):
         lines.append(" ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS))
+    lines.extend(report.notes(res))  # the advisor snapshot in force, dropped price rows
     cap = report.capture(res)
     if cap is not None:
         lines.append(f"spotfleet captures {100 * cap:.1f}% of the oracle's penalised saving")
