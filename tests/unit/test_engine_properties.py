@@ -340,27 +340,33 @@ def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> Non
     assert fast.binding == slow.binding
 
 
+def one_vcpu_world(
+    on_demand: dict[str, float],
+    zones: dict[str, frozenset[str]],
+    spot: dict[tuple[str, str], float],
+) -> tuple[catalog.Catalog, market.MarketSnapshot]:
+    """A hand-built world of 1-vCPU m5 types: on-demand prices, offered zones, spot prices."""
+    types = {
+        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
+        for n in on_demand
+    }
+    hist = {k: (market.PricePoint(NOW - timedelta(hours=1), p),) for k, p in spot.items()}
+    return catalog.Catalog("zz-1", types, on_demand, zones), market.MarketSnapshot(
+        "zz-1", NOW, hist
+    )
+
+
 def test_pruning_keeps_enough_pools_when_the_share_cap_rounds_down() -> None:
     """The share cap holds whole instances: at 60 % of 3 vCPU a 1-vCPU pool takes 1
     instance, not 1.8, so the plan needs 3 pools of one (market, size) group. Pruning
     once kept floor(100/60) + 1 = 2 per group and the plan paid for 4 vCPU in 2 pools
     (found by ``test_pruning_keeps_the_optimum``)."""
     names = [f"m5.s{k}" for k in range(6)]
-    types = {
-        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
-        for n in names
-    }
-    cat = catalog.Catalog(
-        "zz-1",
-        types,
+    cat, snap = one_vcpu_world(
         {n: 0.0312 for n in names},
         {n: frozenset({"zz-1a"}) for n in names},
+        {("m5.s0", "zz-1a"): 0.0312, ("m5.s1", "zz-1a"): 0.0312, ("m5.s5", "zz-1a"): 0.0312},
     )
-    hist = {
-        (n, "zz-1a"): (market.PricePoint(NOW - timedelta(hours=1), 0.0312),)
-        for n in ("m5.s0", "m5.s1", "m5.s5")
-    }
-    snap = market.MarketSnapshot("zz-1", NOW, hist)
     pol = model.Policy(region="zz-1", target=3.0, max_pool_share_pct=60.0)
     pruned = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
     full = planner.decide(
@@ -377,19 +383,11 @@ def test_the_interruption_charge_prices_missing_units_at_the_policys_own_zones()
     buy: a cheaper type offered only outside the policy's zones does not lower it (the
     backtest's shortfall rate counts the same types; found by
     ``test_every_constraint_holds_in_every_plan``, whose checker had ignored zones)."""
-    names = ["m5.s0", "m5.s3"]
-    types = {
-        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
-        for n in names
-    }
-    cat = catalog.Catalog(
-        "zz-1",
-        types,
+    cat, snap = one_vcpu_world(
         {"m5.s0": 0.0312, "m5.s3": 0.0234},
         {"m5.s0": frozenset({"zz-1a", "zz-1b"}), "m5.s3": frozenset({"zz-1b"})},
+        {("m5.s0", "zz-1a"): 0.0312},
     )
-    hist = {("m5.s0", "zz-1a"): (market.PricePoint(NOW - timedelta(hours=1), 0.0312),)}
-    snap = market.MarketSnapshot("zz-1", NOW, hist)
     pol = model.Policy(region="zz-1", target=1.0, zones=("zz-1a",))
     p = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
     spot = model.Pool("m5.s0", "zz-1a", model.Market.SPOT)

@@ -152,14 +152,8 @@ class HindsightOracle:
         od_cap = _OnDemandCap(
             split.constant + cand_mod.on_demand_slack(split, w[restricted]), split.fraction
         )
-        if exact_lp:
-            x, s, value = _oracle_lp(
-                cost, slope, intercept, restricted, s_cost, target, need_od, od_cap
-            )
-        else:
-            x, s, value = _oracle_greedy(
-                cost, slope, intercept, restricted, s_cost, target, need_od, od_cap
-            )
+        lp = _Problem(cost, slope, intercept, restricted, s_cost, target, need_od, od_cap)
+        x, s, value = _oracle_lp(lp) if exact_lp else _oracle_greedy(lp)
         units: dict[model.Pool, float] = {}
         for i in range(n):
             if x[i] > 1e-12:
@@ -242,18 +236,29 @@ def _fill(
     return take[:n], float(take[n]), float(c_all @ take)
 
 
-def _oracle_greedy(
-    cost: F64,
-    slope: F64,
-    intercept: F64,
-    restricted: B,
-    s_cost: float,
-    target: float,
-    need: float,
-    od_cap: _OnDemandCap,
-) -> tuple[F64, float, float]:
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    """One interval's LP: per item (pools, on-demand merged per type) ``cost`` per unit
+    and cap ``slope x Z + intercept``; ``restricted`` marks the on-demand items; unmet
+    capacity ``s <= target`` at ``s_cost``; on-demand + ``s >= need``; on-demand
+    ``<= od_cap.at(Z)``."""
+
+    cost: F64
+    slope: F64
+    intercept: F64
+    restricted: B
+    s_cost: float
+    target: float
+    need: float
+    od_cap: _OnDemandCap
+
+
+def _oracle_greedy(p: _Problem) -> tuple[F64, float, float]:
+    cost, s_cost, target = p.cost, p.s_cost, p.target
+
     def at(z: float) -> tuple[F64, float, float]:
-        return _fill(cost, slope * z + intercept, restricted, s_cost, target, z, need, od_cap.at(z))
+        caps = p.slope * z + p.intercept
+        return _fill(cost, caps, p.restricted, s_cost, target, z, p.need, p.od_cap.at(z))
 
     best = at(target)
     step = 1e-6 * max(target, 1.0)
@@ -283,17 +288,10 @@ def _oracle_greedy(
     return best
 
 
-def _oracle_lp(
-    cost: F64,
-    slope: F64,
-    intercept: F64,
-    restricted: B,
-    s_cost: float,
-    target: float,
-    need: float,
-    od_cap: _OnDemandCap,
-) -> tuple[F64, float, float]:
+def _oracle_lp(p: _Problem) -> tuple[F64, float, float]:
     """The same LP solved by HiGHS (variables: units..., s, Z)."""
+    cost, slope, intercept, restricted = p.cost, p.slope, p.intercept, p.restricted
+    s_cost, target, need, od_cap = p.s_cost, p.target, p.need, p.od_cap
     n = len(cost)
     c = np.concatenate((cost, [s_cost, 0.0]))
     rows: list[int] = []
