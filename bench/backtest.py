@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spotfleet_engine import backtest, catalog, market, model, strategies
-from spotfleet_engine.backtest import interruptions, prices, report, traces
+from spotfleet_engine.backtest import interruptions, oracle, prices, report, traces
 from spotfleet_engine.risk import combined
 
 START = datetime(2021, 3, 3, tzinfo=UTC)
@@ -111,6 +111,7 @@ def table(name: str, res: backtest.ReplayResult) -> str:
     ]
     for r in report.rows(res):
         lines.append(" ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS))
+    lines.extend(report.notes(res))  # the advisor snapshot in force, dropped price rows
     cap = report.capture(res)
     if cap is not None:
         lines.append(f"spotfleet captures {100 * cap:.1f}% of the oracle's penalised saving")
@@ -137,7 +138,7 @@ def static_bound(policy: model.Policy, start: datetime, end: datetime) -> float:
     def weight(t: str) -> float:
         return u.weight[t] if t in u.weight else cat.types[t].units(policy.unit)
 
-    iv = strategies.HindsightOracle().interval(
+    iv = oracle.HindsightOracle().interval(
         policy,
         (int(grid[-1]) - int(grid[0])) / 3600.0,
         u.spot,

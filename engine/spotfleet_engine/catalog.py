@@ -7,17 +7,21 @@ the operator side may refresh it from AWS and build a :class:`Catalog` itself.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import gzip
 import importlib.resources
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from spotfleet_engine import model
 
 SPECS_FILE = "ec2_instance_types_specs_moto-5.2.5.csv.gz"
 OFFERINGS_FILE = "ec2_instance_type_offerings_az_moto-5.2.5.csv.gz"
 ON_DEMAND_FILE = "ec2_catalog_ondemand_spotavg_by_region_2024-04.csv.gz"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,20 @@ class Catalog:
             t: tuple(model.Pool(t, z, model.Market.ON_DEMAND) for z in sorted(zs))
             for t, zs in self.zones.items()
         }
+
+    @functools.cached_property
+    def _derived(self) -> dict[Hashable, object]:
+        return {}
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per ``key`` for this catalog: the catalog is
+        immutable, so what is derived from it only (e.g. the types a policy's
+        requirements match) is too. ``key`` must name everything ``compute`` reads
+        besides the catalog."""
+        memo = self._derived
+        if key not in memo:
+            memo[key] = compute()
+        return cast(T, memo[key])
 
     def on_demand_pools(self, instance_type: str) -> tuple[model.Pool, ...]:
         """On-demand pools of the type, one per offering zone, sorted (computed once)."""
@@ -124,7 +142,10 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
 
     Specs come from moto 5.2.5's DescribeInstanceTypes data; types moto lacks
     (older GPU/FPGA generations) are filled from the vantage catalog's vCPU,
-    memory, GPU, arch and generation columns (burstable = T family). On-demand
+    memory, GPU, arch and generation columns (burstable = T family). The
+    current-generation flag of every type is vantage's: moto's file marks 98
+    current types previous generation (c4, c5, m4, m5, r4, r5, m6i, r6i, g5,
+    c6gn, r7g, r7gd), so ``currentGenerationOnly`` would drop them. On-demand
     prices are vantage's Linux USD/h of April 2024. Zones are moto's AZ
     offerings; a type with a price but no offering row has an empty zone set.
     Raises ValueError for a region with no on-demand prices.
@@ -142,7 +163,10 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
             continue
         if not price > 0:
             continue
+        current = _bool(r["current_generation"])
         it = specs.get(name)
+        if it is not None and it.current_generation != current:
+            it = dataclasses.replace(it, current_generation=current)
         if it is None:
             family = name.split(".", 1)[0]
             it = model.InstanceType(
@@ -153,7 +177,7 @@ def load_bundled(region: str = "us-east-1") -> Catalog:
                 arch=_arch(r["arch"]),
                 gpus=int(float(r["gpu_count"] or 0)),
                 burstable=family.startswith("t") and family[1:2].isdigit(),
-                current_generation=_bool(r["current_generation"]),
+                current_generation=current,
                 bare_metal=name.endswith(".metal") or ".metal-" in name,
             )
         types[name] = it

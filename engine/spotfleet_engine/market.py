@@ -114,17 +114,35 @@ class PoolSeries:
         return int(np.searchsorted(self.times, int(now.timestamp()), side="right")) - 1
 
 
+def price_problem(text: str) -> str | None:
+    """Why a spot price field is unusable, or None when it is a usable price: a
+    finite number above 0 USD/h. Sentinels such as ``-1.0``, zero, NaN, infinities
+    and text that is no number are refused (a negative price once made the
+    hindsight oracle's bill negative)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return "not a number"
+    if not np.isfinite(value):
+        return "not finite"
+    if value <= 0.0:
+        return "zero or negative"
+    return None
+
+
 @dataclass(frozen=True)
 class PriceHistory:
     """Spot price history of one region, per (instance type, zone), parsed once.
 
     ``start``/``end`` are the first and last observation in the file (UTC).
+    ``rejected_rows`` counts the rows the loader dropped, by :func:`price_problem`.
     """
 
     region: str
     series: Mapping[tuple[str, str], PoolSeries]
     start: datetime
     end: datetime
+    rejected_rows: Mapping[str, int] = field(default_factory=dict)
 
     def price_at(self, instance_type: str, zone: str, now: datetime) -> float | None:
         """Price in force at ``now`` or None when the pool had none yet."""
@@ -139,11 +157,17 @@ class PriceHistory:
 def load_bundled_history() -> PriceHistory:
     """The bundled 2021-03-02..2021-05-31 us-east-1 Linux/UNIX spot history (cached).
 
-    Duplicate timestamps within a pool keep the last row of the file.
+    Duplicate timestamps within a pool keep the last row of the file; rows whose
+    price is unusable (:func:`price_problem`) are dropped and counted.
     """
     acc: dict[tuple[str, str], dict[int, float]] = {}
     parse_cache: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     for r in _rows(SPOT_PRICES_2021_FILE):
+        problem = price_problem(r["spot_price"])
+        if problem is not None:
+            rejected[problem] = rejected.get(problem, 0) + 1
+            continue
         ts = r["timestamp"]
         sec = parse_cache.get(ts)
         if sec is None:
@@ -167,7 +191,27 @@ def load_bundled_history() -> PriceHistory:
         series=series,
         start=datetime.fromtimestamp(lo, UTC),
         end=datetime.fromtimestamp(hi, UTC),
+        rejected_rows=rejected,
     )
+
+
+def epoch_hours(when: datetime | date) -> float:
+    """Hours since the Unix epoch of a UTC time (naive means UTC) or of a date's 00:00 UTC."""
+    if not isinstance(when, datetime):
+        when = datetime(when.year, when.month, when.day, tzinfo=UTC)
+    elif when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() / 3600.0
+
+
+def snapshot_in_force(taken: Sequence[float], t_hours: float) -> int | None:
+    """The one rule for which advisor snapshot is in force at ``t_hours`` (hours since
+    the epoch), for the backtest, the operator, training and evaluation alike: the
+    latest snapshot taken at or before it (a snapshot dated ``D`` counts from ``D``
+    00:00 UTC), and none before the first, never a later one. Returns its index in
+    ``taken`` (ascending) or None."""
+    i = bisect.bisect_right(taken, t_hours) - 1
+    return i if i >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -177,14 +221,16 @@ class AdvisorHistory:
     region: str
     snapshots: tuple[tuple[date, Mapping[str, AdvisorEntry]], ...]
 
+    def date_at(self, now: datetime) -> date | None:
+        """Date of the snapshot in force at ``now`` (:func:`snapshot_in_force`), or None."""
+        i = snapshot_in_force([epoch_hours(d) for d, _ in self.snapshots], epoch_hours(now))
+        return None if i is None else self.snapshots[i][0]
+
     def at(self, now: datetime) -> Mapping[str, AdvisorEntry]:
-        """The snapshot in force at ``now``: latest ``snapshot_date <= now.date()``,
-        else the earliest (the advisor predates nothing we replay)."""
-        if not self.snapshots:
-            return {}
-        dates = [d for d, _ in self.snapshots]
-        i = bisect.bisect_right(dates, now.date()) - 1
-        return self.snapshots[max(i, 0)][1]
+        """The snapshot in force at ``now`` (:func:`snapshot_in_force`); empty before
+        the first snapshot (no type has a known band then)."""
+        i = snapshot_in_force([epoch_hours(d) for d, _ in self.snapshots], epoch_hours(now))
+        return {} if i is None else self.snapshots[i][1]
 
 
 @functools.lru_cache(maxsize=1)

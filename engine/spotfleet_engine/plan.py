@@ -13,6 +13,10 @@ Outcomes (:data:`Outcome`):
 - ``Infeasible``: no plan meets the hard constraints; targets equal the
   current fleet, no actions; ``binding_constraint`` names the constraint.
 
+``binding`` (an :class:`~spotfleet_engine.explain.Binding`) is the kind of the
+binding constraint, for code; ``binding_constraint`` the text with figures, for
+people. Both are set together, and always in ``Degraded`` and ``Infeasible`` plans.
+
 Money is float USD per hour here; :meth:`Plan.to_dict` renders it as decimal
 strings for the API edge.
 """
@@ -22,9 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from spotfleet_engine import model
+
+if TYPE_CHECKING:  # explain builds Plans; the enum is only named here
+    from spotfleet_engine import explain
 
 Outcome = Literal["Optimal", "Feasible", "NoChange", "Degraded", "Infeasible"]
 OUTCOMES: tuple[Outcome, ...] = ("Optimal", "Feasible", "NoChange", "Degraded", "Infeasible")
@@ -155,6 +162,7 @@ class Plan:
     explanation: Explanation = Explanation()
     binding_constraint: str | None = None
     stats: PlanStats = PlanStats()
+    binding: explain.Binding | None = None
 
     @property
     def capacity(self) -> float:
@@ -210,6 +218,7 @@ class Plan:
             "onDemandEquivalentPerHour": money(self.on_demand_equivalent_per_hour),
             "savingsPercent": round(self.savings_pct, 2),
             "bindingConstraint": self.binding_constraint,
+            "binding": None if self.binding is None else self.binding.value,
             "explanation": self.explanation.to_dict(),
             "planHash": self.plan_hash(),
             "stats": {

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import explain, model
 from spotfleet_engine import market as market_mod
-from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
 from spotfleet_operator import failures
 from spotfleet_operator import figures as fig
@@ -120,21 +120,25 @@ def derive_ready(
     return cond.TRUE, cond.RECONCILED, cf.message
 
 
+#: The condition reason of each binding kind of a plan that cannot meet the target.
+BINDING_REASONS: dict[explain.Binding, str] = {
+    explain.Binding.BUDGET: cond.BUDGET_EXCEEDED,
+    explain.Binding.NO_ELIGIBLE_POOLS: cond.NO_ELIGIBLE_POOLS,
+    explain.Binding.MAX_PRICE: cond.NO_ELIGIBLE_POOLS,
+    explain.Binding.CAPACITY: cond.INSUFFICIENT_CAPACITY,
+    explain.Binding.INVALID_POLICY: cond.INVALID_SPEC,
+    explain.Binding.DIVERSIFICATION: cond.INSUFFICIENT_CAPACITY,
+    explain.Binding.ON_DEMAND: cond.INSUFFICIENT_CAPACITY,
+    explain.Binding.CHURN: cond.REBALANCING,
+}
+
+
 def _binding_reason(plan: plan_mod.Plan) -> str:
-    """The condition reason of a plan that cannot meet the target (typed, not parsed)."""
-    binding = getattr(plan, "binding", None)
-    kind = str(getattr(binding, "value", binding) or "")
-    return {
-        "Budget": cond.BUDGET_EXCEEDED,
-        "NoEligiblePools": cond.NO_ELIGIBLE_POOLS,
-        "MaxPrice": cond.NO_ELIGIBLE_POOLS,
-        "Capacity": cond.INSUFFICIENT_CAPACITY,
-        "Quota": cond.QUOTA_EXCEEDED,
-        "InvalidPolicy": cond.INVALID_SPEC,
-        "Diversification": cond.INSUFFICIENT_CAPACITY,
-        "OnDemand": cond.INSUFFICIENT_CAPACITY,
-        "Churn": cond.REBALANCING,
-    }.get(kind, cond.INSUFFICIENT_CAPACITY)
+    """The condition reason of a plan that cannot meet the target: from its typed binding
+    kind, never its prose."""
+    if plan.binding is None:
+        return cond.INSUFFICIENT_CAPACITY
+    return BINDING_REASONS[plan.binding]
 
 
 def _previous_error(previous: Mapping[str, Any]) -> tuple[str, str]:

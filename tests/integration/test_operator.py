@@ -15,7 +15,6 @@ from spotfleet_cli import localcluster
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import model
 from spotfleet_operator.aws import port
-from spotfleet_sim import client as sim_client
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import (
     OperatorProcess,
@@ -209,10 +208,14 @@ def test_unavailable_pool_is_routed_around_and_retried_later(
     apply(k, policy(namespace))
     obj = wait_for(ready(k, namespace, "web"), "Ready", op=running_operator)
     uid = obj["metadata"]["uid"]
-    spot = [a for a in obj["status"]["allocation"] if a["market"] == "spot"]
-    main = max(spot, key=lambda a: a["count"])
-    pool = sim_client.Pool(main["instanceType"], main["zone"], "spot")
-    stand_in.client.mark_unavailable(pool)
+    before = {
+        f"{a['instanceType']}/{a['zone']}/{a['market']}": int(a["count"])
+        for a in obj["status"]["allocation"]
+    }
+    dry_before = set(stand_in.client.unavailable())
+    # the shortage hits the spot pool the next launch asks for, whichever the planner
+    # picks (the busiest pool is not always the one a scale-up grows)
+    stand_in.client.run_dry_on_next_spot_launch(1)
     try:
         set_target(k, namespace, 96)
         wait_for(
@@ -221,14 +224,17 @@ def test_unavailable_pool_is_routed_around_and_retried_later(
             timeout=90,
             op=running_operator,
         )
+        dry = [q for q in stand_in.client.unavailable() if q not in dry_before]
+        assert len(dry) == 1, dry
         inst = ec2_instances(stand_in, uid)
         assert vcpus(inst) >= 96
-        key = f"{main['instanceType']}/{main['zone']}/spot"
-        assert by_pool(inst).get(key, 0) <= main["count"], "launched into the unavailable pool"
+        key = f"{dry[0].instance_type}/{dry[0].zone}/spot"
+        assert by_pool(inst).get(key, 0) <= before.get(key, 0), "launched into the dry pool"
         warn = [e for e in events(k, namespace) if e["reason"] == "InsufficientCapacity"]
         assert warn and key in warn[0]["message"]
     finally:
-        stand_in.client.mark_available(pool)
+        for pool in set(stand_in.client.unavailable()) - dry_before:
+            stand_in.client.mark_available(pool)
 
 
 def test_restart_launches_nothing_twice(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from spotfleet_engine import backtest, catalog, market, model, plan, strategies
-from spotfleet_engine.backtest import interruptions, prices, traces
+from spotfleet_engine.backtest import interruptions, prices, report, traces
 from spotfleet_engine.risk import advisor
 
 T0 = datetime(2021, 1, 1, tzinfo=UTC)
@@ -124,11 +125,14 @@ def test_launch_into_a_dry_pool_fails_until_capacity_returns() -> None:
     assert s.failed_launches == 2
     assert s.shortfall_unit_h == pytest.approx(4 * 1.5)  # 00:30-02:00
     assert s.billed == pytest.approx(2 * (0.5 * 0.10 + 1.0 * 0.05), abs=1e-12)
-    # the baseline sees the pool is dry at 01:00 and falls back to on-demand
+    # the baseline sees the pool is dry at 01:00 and launches nothing there; the policy
+    # allows no on-demand, so (like EC2 Fleet and spotfleet) the capacity stays missing
+    # until 02:00, when it relaunches into the pool (it fell back to on-demand once)
     lp = res.by_name("lowest-price")
     assert lp.failed_launches == 0
-    assert lp.shortfall_unit_h == pytest.approx(4 * 0.5)
-    assert lp.billed == pytest.approx(2 * 0.5 * 0.10 + 2 * OD * 2.0, abs=1e-12)
+    assert lp.shortfall_unit_h == pytest.approx(4 * 1.5)  # 00:30-02:00
+    assert lp.billed == pytest.approx(2 * (0.5 * 0.10 + 1.0 * 0.05), abs=1e-12)
+    assert lp.on_demand_equivalent == pytest.approx(2 * OD * 1.5, abs=1e-12)
 
 
 def test_history_from_rows_rejects_mixed_regions_and_empty_input() -> None:
@@ -138,3 +142,57 @@ def test_history_from_rows_rejects_mixed_regions_and_empty_input() -> None:
         prices.history_from_rows([rows[0], other])
     with pytest.raises(ValueError, match="no usable"):
         prices.history_from_rows([])
+
+
+def test_history_from_rows_drops_unusable_prices_and_counts_them() -> None:
+    rows = _rows([(0, 0.10), (1800, 0.20), (4500, 0.05)])
+    junk = ["-1.0", "0", "0.0000", "nan", "inf", "n/a", ""]
+    bad = [
+        dict(rows[0], timestamp=(T0 + timedelta(seconds=60 * k)).isoformat(), spot_price=p)
+        for k, p in enumerate(junk, start=1)
+    ]
+    hist = prices.history_from_rows(rows + bad)
+    s = hist.series[("m5.large", "us-east-1a")]
+    assert s.prices.tolist() == [0.10, 0.20, 0.05]  # only the usable rows
+    assert hist.rejected_rows == {"zero or negative": 3, "not finite": 2, "not a number": 2}
+    with pytest.raises(ValueError, match=r"no usable spot price rows \(7 price rows"):
+        prices.history_from_rows(bad)
+    assert market.load_bundled_history().rejected_rows == {}  # the bundled file is clean
+
+
+def test_a_sentinel_price_cannot_make_a_bill_negative() -> None:
+    """A ``-1.0`` row (a feed's "no data") between real prices was taken as the price
+    in force: the oracle bought it and its bill went negative. It is dropped (the
+    previous price stays in force), counted, and the report says so."""
+    points = [(0, 0.10), (1800, 0.20), (3600, -1.0), (3 * 3600, 0.05)]
+    hist = prices.history_from_rows(_rows(points))
+    res = backtest.run(
+        POLICY,
+        CAT,
+        hist,
+        [strategies.LowestPrice(advisor.AdvisorBandRisk())],
+        start=T0,
+        end=T0 + timedelta(hours=4),
+        advisor=ADV,
+        config=NO_RECLAIMS,
+    )
+    assert res.oracle is not None
+    assert min(res.oracle.billed_k) >= 0.0 and min(res.by_name("lowest-price").billed_k) >= 0.0
+    # 0.10 for 30 min, 0.20 until 03:00 (the sentinel is gone), then 0.05: two instances
+    expected = 2 * (0.5 * 0.10 + 2.5 * 0.20 + 1.0 * 0.05)
+    assert res.by_name("lowest-price").billed == pytest.approx(expected, abs=1e-12)
+    assert res.rejected_price_rows == {"zero or negative": 1}
+    doc = report.to_dict(res)
+    assert doc["rejected_price_rows"] == {"zero or negative": 1}
+    assert any("dropped 1 price row" in line for line in doc["notes"])
+    bad = market.PriceHistory(
+        hist.region,
+        {("m5.large", "us-east-1a"): market.PoolSeries(
+            np.asarray([int(T0.timestamp())], dtype=np.int64), np.asarray([-1.0]))},
+        hist.start,
+        hist.end,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not positive and finite"):
+        prices.build_universe(
+            POLICY, CAT, bad, prices.decision_grid(T0, T0 + timedelta(hours=1), timedelta(hours=1))
+        )

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _spotfleet() -> list[str]:
     return [str(exe)]
 
 
-def _write_prices(path: Path) -> None:
+def _write_prices(path: Path, junk: Sequence[str] = ()) -> None:
     t0 = datetime(2022, 6, 1, tzinfo=UTC)
     base = {"m5.large": 0.035, "m5.xlarge": 0.07}
     with path.open("w", newline="") as fh:
@@ -58,6 +59,9 @@ def _write_prices(path: Path) -> None:
                     w.writerow([ts, z, t, "Linux/UNIX", f"{price:.6f}"])
                     # a Windows row that must be ignored
                     w.writerow([ts, z, t, "Windows", f"{10 * price:.6f}"])
+        for k, bad in enumerate(junk):  # unusable prices a feed may carry
+            ts = (t0 + timedelta(hours=10, minutes=k + 1)).isoformat()
+            w.writerow([ts, "us-east-1a", "m5.large", "Linux/UNIX", bad])
 
 
 def test_backtest_on_a_user_csv(tmp_path: Path) -> None:
@@ -142,3 +146,29 @@ def test_backtest_help_lists_the_options() -> None:
     assert proc.returncode == 0
     for opt in ("--prices", "--policy", "--from", "--to", "--out", "--seed", "--drought-hours"):
         assert opt in proc.stdout
+
+
+def test_backtest_drops_unusable_price_rows_and_says_so(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.csv"
+    _write_prices(prices, junk=("-1.0", "nan", "0"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            *_spotfleet(), "backtest", "--prices", str(prices), "--policy", str(policy),
+            "--from", "2022-06-01T06:00:00Z", "--to", "2022-06-01T18:00:00Z",
+            "--out", str(out), "--risk-model", "advisor", "--strategy", "lowest-price",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = " ".join(proc.stdout.split())
+    assert "dropped 3 price rows: 1 not finite, 2 zero or negative" in said
+    doc = json.loads((out / "backtest.json").read_text())
+    assert doc["rejected_price_rows"] == {"not finite": 1, "zero or negative": 2}
+    # the bundled advisor's first snapshot (2021-02-10) is in force all through 2022-06-01
+    assert [r["snapshot"] for r in doc["advisor_in_force"]] == ["2021-02-10"]
+    assert "advisor snapshot 2021-02-10 in force" in said
+    by = {r["strategy"]: r for r in doc["strategies"]}
+    assert min(by["oracle"]["cost"], by["lowest-price"]["cost"]) > 0

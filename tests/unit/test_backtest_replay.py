@@ -166,29 +166,6 @@ def test_the_oracle_is_never_beaten(
         assert total_interruptions > 0, "the stormy runs must actually interrupt someone"
 
 
-def test_oracle_greedy_equals_the_lp() -> None:
-    rng = np.random.default_rng(0)
-    pools = [model.Pool(f"t{i}.large", "z", model.Market.SPOT) for i in range(12)]
-    od = [model.Pool(f"t{i}.large", z, model.Market.ON_DEMAND) for i in range(4) for z in "abc"]
-    orc = strategies.HindsightOracle()
-    for trial in range(60):
-        w = {f"t{i}.large": float(rng.choice([2, 4, 8, 16])) for i in range(12)}
-        odp = {t: float(rng.uniform(0.05, 1.0)) * v for t, v in w.items()}
-        bill = [odp[p.instance_type] * float(rng.uniform(0.1, 1.2)) for p in pools]
-        reclaim = [b * float(rng.uniform(0, 1)) if rng.uniform() < 0.3 else None for b in bill]
-        pol = model.Policy(
-            region="r",
-            target=float(rng.integers(8, 200)),
-            on_demand_base=float(rng.choice([0, 4, 16])),
-            on_demand_percentage_above_base=float(rng.choice([0, 10, 50])),
-            max_pool_share_pct=float(rng.choice([10, 25, 50, 100])),
-        )
-        args = (pol, 1.0, pools, bill, reclaim, od, odp.__getitem__, w.__getitem__, 1.0, 0.3)
-        g = orc.interval(*args)
-        lp = orc.interval(*args, exact_lp=True)
-        assert g.cost == pytest.approx(lp.cost, rel=1e-6, abs=1e-9), trial
-
-
 def test_same_seed_same_stream_for_every_strategy() -> None:
     hist = _history()
     grid = prices.decision_grid(START, START + timedelta(days=4), timedelta(hours=1))
@@ -296,3 +273,58 @@ def test_report_has_every_figure_and_a_sensitivity_table() -> None:
     assert len(doc["sensitivity"]) == 9
     assert all(len(s["ranking"]) == 6 for s in doc["sensitivity"])
     assert len(doc["timeline"]["t"]) == 24
+
+
+class _Recorder:
+    """lowest-price, remembering which advisor each decision was shown."""
+
+    def __init__(self) -> None:
+        self.inner = strategies.LowestPrice(advisor.AdvisorBandRisk())
+        self.risk = self.inner.risk
+        self.name = "recorder"
+        self.seen: list[tuple[datetime, int]] = []
+
+    def decide(self, policy, catalog, market, fleet, risk, now):  # type: ignore[no-untyped-def]
+        self.seen.append((now, len(market.advisor)))
+        return self.inner.decide(policy, catalog, market, fleet, risk, now)
+
+
+def test_no_decision_sees_an_advisor_snapshot_dated_after_it() -> None:
+    """A snapshot dated mid-window is in force from its day on; before it none is
+    (the replay used to hand the earliest snapshot to every earlier hour), and the
+    report says which was in force when."""
+    day = datetime(2021, 3, 11, tzinfo=UTC)
+    one = market.AdvisorHistory("us-east-1", ((day.date(), ADV.snapshots[0][1]),))
+    rec = _Recorder()
+    res = backtest.run(
+        SMALL,
+        CAT,
+        _history(),
+        [rec],  # type: ignore[list-item]
+        start=START,
+        end=START + timedelta(hours=48),
+        advisor=one,
+        config=interruptions.InterruptionConfig(seed=0),
+        oracle=False,
+    )
+    assert len(rec.seen) == 48
+    for now, n in rec.seen:
+        assert (n > 0) == (now >= day), now
+    assert report.advisor_in_force(res) == [
+        {
+            "snapshot": None,
+            "from": START.isoformat(),
+            "to": day.isoformat(),
+            "decisions": 24,
+        },
+        {
+            "snapshot": "2021-03-11",
+            "from": day.isoformat(),
+            "to": (START + timedelta(hours=48)).isoformat(),
+            "decisions": 24,
+        },
+    ]
+    notes = report.to_dict(res)["notes"]
+    assert notes[0].startswith("no advisor snapshot") and notes[1].startswith(
+        "advisor snapshot 2021-03-11"
+    )

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from spotfleet_engine import catalog, market, model
+from spotfleet_engine.risk import dataset
 
 NOW = datetime(2021, 4, 15, tzinfo=UTC)
 
@@ -32,6 +33,32 @@ def test_catalog_types_prices_and_zones() -> None:
     other = catalog.load_bundled("eu-west-1")
     assert other.region == "eu-west-1"
     assert other.on_demand_price("m5.large") != cat.on_demand_price("m5.large")
+
+
+#: current generation per the bundled on-demand price file (vantage, April 2024); moto
+#: 5.2.5's DescribeInstanceTypes data marks all of these previous generation
+CURRENT = (
+    "m5.large", "c5.xlarge", "r5.large", "m6i.large", "r6i.large", "c4.large",
+    "m4.large", "r4.large", "g5.xlarge", "c6gn.large", "r7g.large", "r7gd.large",
+    "t3.micro", "m7i.large",
+)  # fmt: skip
+PREVIOUS = ("m1.small", "t1.micro", "c3.large", "m3.medium", "r3.large", "i2.xlarge")
+
+
+def test_catalog_generation_flags() -> None:
+    """``currentGenerationOnly`` keeps the common current families and drops the old
+    ones: the flag comes from the on-demand price file, not moto's instance-type file."""
+    cat = catalog.load_bundled("us-east-1")
+    for name in CURRENT:
+        assert cat.types[name].current_generation, name
+    for name in PREVIOUS:
+        assert not cat.types[name].current_generation, name
+    current_only = model.Requirements(current_generation_only=True)
+    assert current_only.matches(cat.types["m5.large"])
+    assert not current_only.matches(cat.types["m1.small"])
+    # the same flag in every region the file covers
+    eu = catalog.load_bundled("eu-west-1")
+    assert eu.types["c5.xlarge"].current_generation and not eu.types["m3.medium"].current_generation
 
 
 def test_catalog_unknown_region_raises() -> None:
@@ -102,8 +129,12 @@ def test_advisor_snapshot_in_force() -> None:
         date(2024, 2, 28),
         date(2025, 6, 28),
     ]
-    before = adv.at(datetime(2019, 1, 1, tzinfo=UTC))
-    assert before is adv.snapshots[0][1]  # earlier than every snapshot: the earliest
+    # before the first snapshot none is in force: never one dated after the moment
+    assert adv.at(datetime(2019, 1, 1, tzinfo=UTC)) == {}
+    assert adv.date_at(datetime(2019, 1, 1, tzinfo=UTC)) is None
+    assert adv.at(datetime(2021, 2, 9, 23, 59, tzinfo=UTC)) == {}
+    assert adv.at(datetime(2021, 2, 10, tzinfo=UTC)) is adv.snapshots[0][1]  # from its 00:00
+    assert adv.date_at(NOW) == date(2021, 2, 10)
     assert adv.at(NOW) is adv.snapshots[0][1]
     assert adv.at(datetime(2024, 2, 28, tzinfo=UTC)) is adv.snapshots[1][1]
     assert adv.at(datetime(2030, 1, 1, tzinfo=UTC)) is adv.snapshots[2][1]
@@ -111,6 +142,24 @@ def test_advisor_snapshot_in_force() -> None:
     assert 0 <= e.band <= 4 and 0 < e.savings_pct < 100
     snap = market.snapshot_at(market.load_bundled_history(), NOW)
     assert snap.advisor == adv.at(NOW)
+
+
+def test_one_advisor_rule_for_replays_and_training() -> None:
+    """The backtest and the operator (``AdvisorHistory.at``) and training/evaluation
+    (``risk.dataset.advisor_in_force``) take the same snapshot at every moment."""
+    adv = market.load_bundled_advisor("us-east-1")
+    hours = {market.epoch_hours(d): {t: (e.band, e.savings_pct) for t, e in s.items()}
+             for d, s in adv.snapshots}  # fmt: skip
+    moments = [datetime(2015, 6, 1, tzinfo=UTC), datetime(2021, 2, 9, 23, tzinfo=UTC)]
+    for d, _ in adv.snapshots:
+        at = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        moments += [at - timedelta(seconds=1), at, at + timedelta(hours=13)]
+    for now in moments:
+        replay_view = {t: (e.band, e.savings_pct) for t, e in adv.at(now).items()}
+        training_view = dataset.advisor_in_force(hours, market.epoch_hours(now))
+        assert replay_view == dict(training_view), now
+        d = adv.date_at(now)
+        assert d is None or datetime(d.year, d.month, d.day, tzinfo=UTC) <= now
 
 
 def test_placement_scores_need_a_zone_id_mapping() -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spotfleet_engine import catalog, market, model, plan, planner
+from spotfleet_engine import candidates, catalog, market, model, plan, planner
 from spotfleet_engine.risk import advisor
 
 NOW = datetime(2021, 4, 15, tzinfo=UTC)
@@ -384,21 +384,33 @@ def interruption_charge(
 ) -> float:
     """USD per instance-hour the planner adds for risk ``r`` over the risk model's horizon,
     computed here independently: aversion x hourly hazard x (1 h of on-demand for lost
-    work and relaunch + 0.5 h of the missing units at 3 x the cheapest on-demand unit price)."""
+    work and relaunch + 0.5 h of the missing units at 3 x the cheapest on-demand unit price
+    among the types the policy can buy on-demand: matching, priced, offered in one of its
+    zones; a type the catalog lists no zones for is bought where it has spot prices, which
+    here counts as offered when the policy names no zones)."""
+
+    def buyable(t: str) -> bool:
+        offered = cat.zones.get(t, frozenset())
+        return not pol.zones or bool(offered & set(pol.zones))
+
     units = {
         t: it.units(pol.unit)
         for t, it in cat.types.items()
         if t in cat.on_demand_usd_per_hour
         and it.units(pol.unit) > 0
         and pol.requirements.matches(it)
+        and buyable(t)
     }
     ref = min(cat.on_demand_usd_per_hour[t] / u for t, u in units.items())
     od = cat.on_demand_usd_per_hour[instance_type]
     hazard = -math.log(1.0 - r) / RISK.horizon_hours
-    loss = planner.LOST_WORK_HOURS * od + (
-        planner.REPLACEMENT_GAP_HOURS * planner.SHORTFALL_MULTIPLE * ref * units[instance_type]
+    loss = candidates.LOST_WORK_HOURS * od + (
+        candidates.REPLACEMENT_GAP_HOURS
+        * candidates.SHORTFALL_MULTIPLE
+        * ref
+        * units[instance_type]
     )
-    return planner.RISK_AVERSION[pol.objective] * hazard * loss
+    return candidates.RISK_AVERSION[pol.objective] * hazard * loss
 
 
 def expected_cost(

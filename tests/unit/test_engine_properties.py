@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -212,6 +213,11 @@ def test_every_constraint_holds_in_every_plan(data: st.DataObject) -> None:
     assert p == planner.decide(pol, cat, snap, fleet, RISK, NOW)  # deterministic
     event(f"outcome {p.outcome}")
     event(f"rebalanced {any(t.reason == 'rebalance' for t in p.terminations)}")
+    # the typed kind and the text are set together, and always when the target is not met
+    assert (p.binding is None) == (p.binding_constraint is None)
+    if p.outcome in ("Degraded", "Infeasible"):
+        event(f"binding {p.binding}")
+        assert p.binding is not None
     if p.outcome == "Infeasible":
         assert p.binding_constraint
         assert p.launches == () and p.terminations == ()
@@ -331,3 +337,64 @@ def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> Non
     assert fast.launches == slow.launches
     assert fast.terminations == slow.terminations
     assert fast.binding_constraint == slow.binding_constraint
+    assert fast.binding == slow.binding
+
+
+def one_vcpu_world(
+    on_demand: dict[str, float],
+    zones: dict[str, frozenset[str]],
+    spot: dict[tuple[str, str], float],
+) -> tuple[catalog.Catalog, market.MarketSnapshot]:
+    """A hand-built world of 1-vCPU m5 types: on-demand prices, offered zones, spot prices."""
+    types = {
+        n: model.InstanceType(name=n, family="m5", vcpus=1, memory_gib=1.0, arch="x86_64")
+        for n in on_demand
+    }
+    hist = {k: (market.PricePoint(NOW - timedelta(hours=1), p),) for k, p in spot.items()}
+    return catalog.Catalog("zz-1", types, on_demand, zones), market.MarketSnapshot(
+        "zz-1", NOW, hist
+    )
+
+
+def test_pruning_keeps_enough_pools_when_the_share_cap_rounds_down() -> None:
+    """The share cap holds whole instances: at 60 % of 3 vCPU a 1-vCPU pool takes 1
+    instance, not 1.8, so the plan needs 3 pools of one (market, size) group. Pruning
+    once kept floor(100/60) + 1 = 2 per group and the plan paid for 4 vCPU in 2 pools
+    (found by ``test_pruning_keeps_the_optimum``)."""
+    names = [f"m5.s{k}" for k in range(6)]
+    cat, snap = one_vcpu_world(
+        {n: 0.0312 for n in names},
+        {n: frozenset({"zz-1a"}) for n in names},
+        {("m5.s0", "zz-1a"): 0.0312, ("m5.s1", "zz-1a"): 0.0312, ("m5.s5", "zz-1a"): 0.0312},
+    )
+    pol = model.Policy(region="zz-1", target=3.0, max_pool_share_pct=60.0)
+    pruned = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    full = planner.decide(
+        pol, cat, snap, model.Fleet(), RISK, NOW, options=planner.Options(prune=False)
+    )
+    assert full.outcome == pruned.outcome == "Optimal"
+    assert sum(full.targets.values()) == 3 and len(full.targets) == 3
+    assert pruned.targets == full.targets
+    assert pruned.expected_cost_per_hour == pytest.approx(full.expected_cost_per_hour)
+
+
+def test_the_interruption_charge_prices_missing_units_at_the_policys_own_zones() -> None:
+    """``u`` (the cheapest on-demand USD per unit-hour) counts only types the policy can
+    buy: a cheaper type offered only outside the policy's zones does not lower it (the
+    backtest's shortfall rate counts the same types; found by
+    ``test_every_constraint_holds_in_every_plan``, whose checker had ignored zones)."""
+    cat, snap = one_vcpu_world(
+        {"m5.s0": 0.0312, "m5.s3": 0.0234},
+        {"m5.s0": frozenset({"zz-1a", "zz-1b"}), "m5.s3": frozenset({"zz-1b"})},
+        {("m5.s0", "zz-1a"): 0.0312},
+    )
+    pol = model.Policy(region="zz-1", target=1.0, zones=("zz-1a",))
+    p = planner.decide(pol, cat, snap, model.Fleet(), RISK, NOW)
+    spot = model.Pool("m5.s0", "zz-1a", model.Market.SPOT)
+    assert p.targets == {spot: 1}
+    (r,) = RISK.interruption_probability([spot], snap, cat, NOW)
+    hazard = -math.log(1.0 - r) / RISK.horizon_hours
+    u = 0.0312  # m5.s0 per vCPU; m5.s3 (0.0234) is offered in zz-1b only
+    charge = hazard * (1.0 * 0.0312 + 0.5 * 3.0 * u * 1.0)  # lowestCost: aversion 1
+    assert p.expected_cost_per_hour == pytest.approx(0.0312 + charge, rel=1e-12)
+    assert interruption_charge(cat, pol, "m5.s0", r) == pytest.approx(charge, rel=1e-12)

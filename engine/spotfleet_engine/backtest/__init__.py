@@ -5,7 +5,8 @@
 - :mod:`.interruptions`: the seeded reclaim stream shared by every strategy;
 - :mod:`.traces`: bundled real availability traces (the package's only I/O);
 - :mod:`.replay`: the replay loop (:func:`run`) and its results;
-- :mod:`.report`: penalised cost, the summary table, sensitivity of the ranking.
+- :mod:`.report`: penalised cost, the summary table, sensitivity of the ranking;
+- :mod:`.oracle`: the hindsight bound every strategy is measured against.
 
 The strategies themselves live in :mod:`spotfleet_engine.strategies`.
 """

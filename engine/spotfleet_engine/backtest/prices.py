@@ -1,4 +1,5 @@
-"""Prices on the replay grid: the candidate pools of one policy, exact per-second
+"""Prices on the replay grid: the candidate pools of one policy (chosen by
+:mod:`spotfleet_engine.candidates`, the planner's rule), exact per-second
 billing, and cheap market snapshots that contain only the past.
 
 Everything here is pure (no I/O, no clock): the price history comes in as a
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
@@ -50,11 +52,15 @@ def history_from_rows(
     ``spot_price``, and when present ``product_description`` (rows of another
     product are skipped unless ``product_description`` is None) and ``region``
     (default: the zone name minus its letter). Duplicate timestamps in a pool
-    keep the last row. Raises ValueError when no row is usable.
+    keep the last row. Rows whose price is unusable (negative or zero such as
+    the ``-1.0`` sentinel, NaN, infinite, not a number:
+    :func:`spotfleet_engine.market.price_problem`) are dropped and counted in
+    ``PriceHistory.rejected_rows``. Raises ValueError when no row is usable.
     """
     acc: dict[tuple[str, str], dict[int, float]] = {}
     seen_region: str | None = region
     cache: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     for r in rows:
         pd = r.get("product_description")
         if product_description is not None and pd is not None and pd != product_description:
@@ -67,6 +73,10 @@ def history_from_rows(
             seen_region = reg
         elif reg != seen_region:
             raise ValueError(f"rows from more than one region ({seen_region}, {reg}); pass region=")
+        problem = market_mod.price_problem(r["spot_price"])
+        if problem is not None:
+            rejected[problem] = rejected.get(problem, 0) + 1
+            continue
         ts = r["timestamp"]
         sec = cache.get(ts)
         if sec is None:
@@ -74,7 +84,8 @@ def history_from_rows(
             cache[ts] = sec
         acc.setdefault((r["instance_type"], zone), {})[sec] = float(r["spot_price"])
     if not acc or seen_region is None:
-        raise ValueError("no usable spot price rows")
+        dropped = f" ({rejected_text(rejected)} dropped)" if rejected else ""
+        raise ValueError(f"no usable spot price rows{dropped}")
     series: dict[tuple[str, str], market_mod.PoolSeries] = {}
     lo = hi = None
     for key in sorted(acc):
@@ -90,7 +101,15 @@ def history_from_rows(
         series=series,
         start=datetime.fromtimestamp(lo, UTC),
         end=datetime.fromtimestamp(hi, UTC),
+        rejected_rows=rejected,
     )
+
+
+def rejected_text(rejected: Mapping[str, int]) -> str:
+    """``"3 price rows: 1 not a number, 2 zero or negative"`` for the counts by reason."""
+    n = sum(rejected.values())
+    parts = ", ".join(f"{v} {k}" for k, v in sorted(rejected.items()))
+    return f"{n} price row{'s' if n != 1 else ''}: {parts}"
 
 
 def decision_grid(start: datetime, end: datetime, interval: timedelta) -> I64:
@@ -141,18 +160,6 @@ class PriceCurve:
         return float(self.prices[i]) if i >= 0 else None
 
 
-def candidate_types(policy: model.Policy, catalog: catalog_mod.Catalog) -> dict[str, float]:
-    """Types the policy accepts that have an on-demand price -> units per instance
-    (the same filter as the planner's)."""
-    out: dict[str, float] = {}
-    for name in sorted(catalog.types):
-        it = catalog.types[name]
-        units = it.units(policy.unit)
-        if name in catalog.on_demand_usd_per_hour and units > 0 and policy.requirements.matches(it):
-            out[name] = units
-    return out
-
-
 @dataclass(frozen=True)
 class Universe:
     """One policy's candidate pools on the decision grid.
@@ -161,8 +168,9 @@ class Universe:
     replay). ``spot`` lists the spot pools the policy may use that have prices;
     ``interval_cost[i, k]`` is what one instance of ``spot[i]`` pays over
     interval ``k`` (USD). ``on_demand`` lists every on-demand pool a strategy
-    may launch (the planner's zones: the catalog's offerings or, failing
-    those, the zones with spot prices, restricted to the policy's zones).
+    may launch (:func:`spotfleet_engine.candidates.on_demand_pools`: the
+    catalog's offerings or, failing those, the zones with spot prices in the
+    history, restricted to the policy's zones).
     ``weight``/``od_price`` are per type (units per instance, USD/h).
     """
 
@@ -225,25 +233,24 @@ def build_universe(
 
     Raises ValueError when no pool matches (nothing to replay).
     """
-    types = candidate_types(policy, catalog)
-    zones_ok = frozenset(policy.zones)
+    types = cand_mod.eligible_types(policy, catalog)
     spot: list[model.Pool] = []
     curves: list[PriceCurve] = []
     spot_zones: dict[str, set[str]] = {}
     for (t, z), s in sorted(history.series.items()):
-        if t not in types or (zones_ok and z not in zones_ok) or len(s.times) == 0:
+        if t not in types or not cand_mod.zone_allowed(policy.zones, z) or len(s.times) == 0:
             continue
+        if not bool(np.all(np.isfinite(s.prices) & (s.prices > 0.0))):
+            raise ValueError(
+                f"spot prices of {t} in {z} include values that are not positive and finite "
+                "(history_from_rows drops such rows)"
+            )
         spot.append(model.Pool(t, z, model.Market.SPOT))
         curves.append(PriceCurve.of(s))
         spot_zones.setdefault(t, set()).add(z)
     if not spot and not types:
         raise ValueError("no instance type in the catalog matches the policy")
-    od: list[model.Pool] = []
-    for t in sorted(types):
-        zs = set(catalog.zones.get(t) or ()) | spot_zones.get(t, set())
-        for z in sorted(zs):
-            if not zones_ok or z in zones_ok:
-                od.append(model.Pool(t, z, model.Market.ON_DEMAND))
+    od = cand_mod.on_demand_pools(policy, catalog, types, spot_zones)
     if not spot and not od:
         raise ValueError("no pool matches the policy (types x zones)")
     n = len(spot)

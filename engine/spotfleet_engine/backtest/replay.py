@@ -18,16 +18,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
+from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, strategies
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.backtest import interruptions as intr
+from spotfleet_engine.backtest import oracle as oracle_mod
 from spotfleet_engine.backtest import prices as prices_mod
 from spotfleet_engine.backtest import traces as traces_mod
 
@@ -105,6 +107,11 @@ class ReplayResult:
     spot_pools: int
     on_demand_pools: int
     reclaims_by_source: dict[str, int]
+    #: the advisor snapshot in force, as consecutive runs of decisions:
+    #: (snapshot date or None, first decision epoch s, end epoch s, decisions)
+    advisor_in_force: tuple[tuple[date | None, int, int, int], ...] = ()
+    #: price rows the history's loader dropped, by reason (see ``market.PriceHistory``)
+    rejected_price_rows: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def simulated_hours(self) -> float:
@@ -215,6 +222,7 @@ def run(
     adv_cache: dict[object, Mapping[str, market_mod.AdvisorEntry]] = {}
 
     def advisor_at(k: int) -> Mapping[str, market_mod.AdvisorEntry]:
+        # snapshots count from their day's 00:00 UTC, so one lookup per day is exact
         day = u.time(k).date()
         got = adv_cache.get(day)
         if got is None:
@@ -224,7 +232,7 @@ def run(
 
     events = intr.simulate(u, advisor_at, config, traces)
     # strategies see only the types the policy accepts (the same answer, faster)
-    cat = catalog.restricted_to(prices_mod.candidate_types(policy, catalog))
+    cat = catalog.restricted_to(cand_mod.eligible_types(policy, catalog))
     units_by_type = {t: w for t, w in u.weight.items()}
 
     def weight(t: str) -> float:
@@ -243,7 +251,7 @@ def run(
     shortfall_rate = scoring.shortfall_od_multiple * ref
     fleets = [_Fleet(s.name, u, weight) for s in strategy_list]
     results = [StrategyResult(s.name) for s in strategy_list]
-    orc = strategies.HindsightOracle()
+    orc = oracle_mod.HindsightOracle()
     oracle_res = StrategyResult("oracle") if oracle else None
     target = policy.target
     n_dec = u.decisions
@@ -305,7 +313,24 @@ def run(
         spot_pools=len(u.spot),
         on_demand_pools=len(u.on_demand),
         reclaims_by_source=events.counts_by_source(),
+        advisor_in_force=_advisor_runs(advisor, grid),
+        rejected_price_rows=dict(history.rejected_rows),
     )
+
+
+def _advisor_runs(
+    advisor: market_mod.AdvisorHistory, grid: npt.NDArray[np.int64]
+) -> tuple[tuple[date | None, int, int, int], ...]:
+    """Which advisor snapshot each decision saw, as runs (see ``ReplayResult``)."""
+    runs: list[tuple[date | None, int, int, int]] = []
+    for k in range(len(grid) - 1):
+        d = advisor.date_at(datetime.fromtimestamp(int(grid[k]), UTC))
+        if runs and runs[-1][0] == d:
+            _, first, _, n = runs[-1]
+            runs[-1] = (d, first, int(grid[k + 1]), n + 1)
+        else:
+            runs.append((d, int(grid[k]), int(grid[k + 1]), 1))
+    return tuple(runs)
 
 
 def _apply(

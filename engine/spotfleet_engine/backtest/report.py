@@ -7,9 +7,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
-from spotfleet_engine.backtest import replay
+from spotfleet_engine.backtest import prices, replay
 
 #: Penalty (hours of on-demand price per reclaimed instance) values the sensitivity table tries.
 SENSITIVITY_PENALTY_HOURS: tuple[float, ...] = (0.0, 1.0, 4.0)
@@ -83,6 +84,39 @@ def sensitivity(
     return out
 
 
+def advisor_in_force(result: replay.ReplayResult) -> list[dict[str, Any]]:
+    """Which advisor snapshot the decisions saw, as runs: ``snapshot`` (its date, or
+    None: before the first snapshot, no band known), ``from``/``to`` (UTC) and
+    ``decisions``. Never a snapshot dated after the decision it served."""
+    return [
+        {
+            "snapshot": None if d is None else d.isoformat(),
+            "from": datetime.fromtimestamp(a, UTC).isoformat(),
+            "to": datetime.fromtimestamp(b, UTC).isoformat(),
+            "decisions": n,
+        }
+        for d, a, b, n in result.advisor_in_force
+    ]
+
+
+def notes(result: replay.ReplayResult) -> list[str]:
+    """Lines a reader must see next to the table: the advisor snapshot in force and
+    the price rows the loader dropped."""
+    out: list[str] = []
+    for run in advisor_in_force(result):
+        which = (
+            f"advisor snapshot {run['snapshot']}"
+            if run["snapshot"]
+            else "no advisor snapshot (none dated at or before; bands unknown)"
+        )
+        span = f"{run['from'][:16]} .. {run['to'][:16]}"
+        out.append(f"{which} in force {span} ({run['decisions']} decisions)")
+    if result.rejected_price_rows:
+        text = prices.rejected_text(result.rejected_price_rows)
+        out.append(f"dropped {text} (unusable spot prices)")
+    return out
+
+
 def to_dict(result: replay.ReplayResult) -> dict[str, Any]:
     """The whole report, JSON-safe."""
     cap = capture(result)
@@ -107,6 +141,9 @@ def to_dict(result: replay.ReplayResult) -> dict[str, Any]:
         },
         "interruption_model": asdict(result.config),
         "reclaims_by_source": result.reclaims_by_source,
+        "advisor_in_force": advisor_in_force(result),
+        "rejected_price_rows": dict(result.rejected_price_rows),
+        "notes": notes(result),
         "strategies": rows(result),
         "spotfleet_oracle_capture": None if cap is None else round(cap, 4),
         "sensitivity": sensitivity(result),

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import market as market_mod
 from spotfleet_engine.risk import features, labels
 
 F32 = npt.NDArray[np.float32]
@@ -44,12 +45,12 @@ class Rows:
 
 
 def advisor_in_force(snapshots: AdvisorSnapshots, t: float) -> Mapping[str, tuple[int, float]]:
-    """The latest snapshot dated at or before ``t`` (empty when none is)."""
-    best: float | None = None
-    for when in snapshots:
-        if when <= t and (best is None or when > best):
-            best = when
-    return snapshots[best] if best is not None else {}
+    """The snapshot in force at ``t`` (hours since the epoch) by the engine's one rule,
+    :func:`spotfleet_engine.market.snapshot_in_force`: the latest dated at or before
+    ``t``, empty when none is."""
+    taken = sorted(snapshots)
+    i = market_mod.snapshot_in_force(taken, t)
+    return snapshots[taken[i]] if i is not None else {}
 
 
 def static_for(

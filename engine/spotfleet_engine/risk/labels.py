@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from spotfleet_engine.risk import features
+from spotfleet_engine.risk import event_stats, features
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -33,12 +33,12 @@ def spike_labels(
     at ``t[k]`` at some moment in (t, t + horizon], else 0.0; NaN when the label
     is unknown (no price at ``t``, or ``t + horizon`` after ``observed_until``,
     the last moment the history covers, in hours since the epoch)."""
-    key = features._keys(ev)
-    p0, i0 = features._price_at(ev, pool, t, key)
-    _, i1 = features._price_at(ev, pool, t + horizon_h, key)
-    table = features.range_max_table(ev.prices)
+    key = event_stats.search_keys(ev)
+    p0, i0 = event_stats.price_at(ev, pool, t, key)
+    _, i1 = event_stats.price_at(ev, pool, t + horizon_h, key)
+    table = event_stats.range_max_table(ev.prices)
     # events strictly after t and at or before t + horizon: indices (i0, i1]
-    mx = features.range_max(table, i0 + 1, i1 + 1)
+    mx = event_stats.range_max(table, i0 + 1, i1 + 1)
     rose = np.where(np.isfinite(mx), mx >= p0 * (1.0 + threshold) - 1e-12, False)
     out = rose.astype(np.float64)
     unknown = (i0 < 0) | (t + horizon_h > observed_until)

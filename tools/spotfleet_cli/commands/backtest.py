@@ -233,6 +233,8 @@ def command(
     (out_dir / "backtest.json").write_text(json.dumps(doc, indent=1))
     write_plot(doc, out_dir / "backtest.png")
     con.print(render_table(result))
+    for line in report.notes(result):  # advisor snapshot in force, dropped price rows
+        con.print(line, markup=False)
     cap = report.capture(result)
     if cap is not None and "spotfleet" in {s.name for s in result.strategies}:
         con.print(f"spotfleet captures {100 * cap:.1f}% of the oracle's penalised saving")

@@ -1,0 +1,231 @@
+"""Hysteresis: what happens to running capacity.
+
+1. Scale-in (:func:`scale_in`), when running capacity exceeds the target, removes
+   the most expensive instances per unit first (ties: riskiest, then newest),
+   one at a time, while capacity stays >= target, on-demand stays >= what the
+   split requires, no pool exceeds the share cap and the pool count stays >=
+   ``minPools`` (so scale-in never forces a launch elsewhere).
+2. The *kept* plan is the MILP with every remaining running count as a lower
+   bound; the *moved* plan may give up at most ``maxReplacementsPerHour -
+   fleet.replacements_last_hour`` running instances (:func:`settle`).
+3. The moved plan is taken only when ``rebalanceEnabled`` and it saves more than
+   ``minSavingsPercent`` of the kept plan's expected cost over the horizon after
+   paying :data:`SWITCH_HOURS` of price per replaced instance
+   (:func:`worth_moving`); when the kept plan violates the policy the moved plan
+   is taken regardless; when neither is valid there is no plan.
+
+Fast paths (exact): a running fleet that meets every constraint on its own is the
+kept plan without a MILP (:func:`kept_if_feasible`), and the moved MILP is
+skipped when the fresh optimum proves no move can pass ``minSavingsPercent``
+(:func:`move_bound`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from spotfleet_engine import candidates as cand_mod
+from spotfleet_engine import milp, model
+
+#: Hours of the old pool's price one replacement costs (old and new overlap while draining).
+SWITCH_HOURS = 1.0
+
+
+def newest_first(instances: Sequence[model.FleetInstance]) -> list[model.FleetInstance]:
+    """``instances`` newest launch first (ties: instance id, descending)."""
+    return sorted(instances, key=lambda inst: (inst.launched_at, inst.instance_id), reverse=True)
+
+
+def scale_in(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    running: Mapping[int, list[model.FleetInstance]],
+    split: cand_mod.OnDemandSplit,
+) -> dict[int, list[model.FleetInstance]]:
+    """Running instances (candidate index -> newest first) left after scale-in
+    (step 1 of the module doc; only when capacity is above the target)."""
+    left = {i: list(v) for i, v in running.items()}
+    units = {i: float(c.w[i]) * len(v) for i, v in left.items()}
+    cap = sum(units.values())
+    od_cap = sum(u for i, u in units.items() if c.is_od[i])
+    if cap <= policy.target:
+        return left
+    if policy.target <= 0:  # the empty plan meets every constraint
+        return {i: [] for i in left}
+    share = policy.max_pool_share_pct / 100.0
+    order = sorted(
+        left,
+        key=lambda i: (-float(c.cost[i] / c.w[i]), -float(c.risk[i]), c.pools[i]),
+    )
+    for i in order:
+        w = float(c.w[i])
+        while left[i] and cap - w >= policy.target - 1e-9:
+            new_cap = cap - w
+            new_od = od_cap - w if c.is_od[i] else od_cap
+            if new_od < split.required(new_cap) - 1e-9:
+                break
+            units[i] -= w
+            pools_left = sum(1 for u in units.values() if u > 1e-9)
+            too_big = max(units.values()) > share * new_cap + 1e-9
+            if too_big or (pools_left < policy.min_pools and units[i] <= 1e-9):
+                units[i] += w
+                break
+            left[i].pop(0)
+            cap, od_cap = new_cap, new_od
+    return left
+
+
+def kept_if_feasible(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    kept: Mapping[int, int],
+    split: cand_mod.OnDemandSplit,
+    slack: float,
+) -> milp.Solution | None:
+    """``kept`` as the kept plan's solution when it meets every constraint on its own
+    (capacity, share cap, on-demand split within ``slack``, pool count, budget), else None.
+
+    Exact: the kept MILP bounds each running pool below by its count, and every
+    pool costs more than 0 per hour, so when the running fleet is feasible adding
+    anything only costs more and the optimum is the running fleet itself."""
+    idx = np.asarray(sorted(i for i, n in kept.items() if n > 0), dtype=np.int64)
+    if idx.size == 0:
+        return None
+    cnt = np.asarray([kept[int(i)] for i in idx], dtype=np.float64)
+    units = c.w[idx] * cnt
+    cap = float(units.sum())
+    if cap < policy.target - 1e-9 or bool(np.any(c.cost[idx] <= 0.0)):
+        return None
+    if policy.max_pool_share_pct < 100.0 and bool(
+        np.any(units > policy.max_pool_share_pct / 100.0 * cap + 1e-9)
+    ):
+        return None
+    od_cap = float(units[c.is_od[idx]].sum())
+    lo = split.required(cap)
+    if od_cap < lo - 1e-9 or od_cap > lo + slack + 1e-9:
+        return None
+    if policy.min_pools > 1 and idx.size < policy.min_pools:
+        return None
+    if policy.budget_per_hour is not None and float(c.price[idx] @ cnt) > (
+        policy.budget_per_hour + 1e-9
+    ):
+        return None
+    xs = cnt.astype(np.int64)
+    return milp.Solution(
+        "optimal", {int(i): int(n) for i, n in zip(idx, xs, strict=True)}, float(c.cost[idx] @ xs)
+    )
+
+
+def move_bound(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    kept: Mapping[int, int],
+    anchored: milp.Solution,
+    fresh: milp.Solution,
+) -> float | None:
+    """A lower bound of every plan's objective when it proves that no move can be worth
+    it (:func:`worth_moving` would say no to any churn-limited plan), else None.
+
+    ``fresh`` solved to optimality within MIP_REL_GAP bounds every plan below by
+    ``fresh.objective x (1 - MIP_REL_GAP)``; a move replaces at least one running
+    instance, paying at least SWITCH_HOURS of the cheapest running pool's price."""
+    if anchored.status != "optimal" or fresh.status != "optimal" or not kept:
+        return None
+    lower = fresh.objective * (1.0 - milp.MIP_REL_GAP)
+    switch = SWITCH_HOURS * min(float(c.price[i]) for i in kept)
+    best = (anchored.objective - lower) * policy.horizon_hours - switch
+    if best > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours:
+        return None
+    return lower
+
+
+def pct(old: float, new: float) -> float:
+    """Percent ``new`` is below ``old`` (0 when ``old`` is not positive)."""
+    return 100.0 * (old - new) / old if old > 0 else 0.0
+
+
+def worth_moving(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    kept: Mapping[int, int],
+    anchored: milp.Solution,
+    moved: milp.Solution,
+) -> bool:
+    """True when ``moved`` saves more than minSavingsPercent of ``anchored`` over the
+    horizon, after paying SWITCH_HOURS of price per replaced instance."""
+    replaced = [(i, cnt - moved.x.get(i, 0)) for i, cnt in kept.items() if moved.x.get(i, 0) < cnt]
+    if not replaced:
+        return False
+    switch = SWITCH_HOURS * sum(float(c.price[i]) * n for i, n in replaced)
+    saving = (anchored.objective - moved.objective) * policy.horizon_hours - switch
+    return saving > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What :func:`settle` chose: ``solution`` None when neither keeping nor a move
+    within the ``replacements_left`` churn budget meets the policy; ``notes`` for
+    the explanation."""
+
+    solution: milp.Solution | None
+    notes: tuple[str, ...]
+    replacements_left: int
+
+
+def settle(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    kept: Mapping[int, int],
+    fresh: milp.Solution,
+    spec: milp.MilpSpec,
+    replacements_left: int,
+    *,
+    fast: bool,
+    split: cand_mod.OnDemandSplit,
+) -> Settled:
+    """Keep the running ``kept`` counts or move them (steps 2-3 of the module doc).
+
+    ``spec`` is the fresh plan's MILP (in degraded mode with its capacity floor),
+    ``fresh`` its solution; ``fast`` allows the exact fast paths (never in degraded
+    mode, where no move is taken for a saving)."""
+    degraded = spec.capacity_goal is not None
+    keep = tuple(kept.items())
+    anchored = (
+        kept_if_feasible(policy, c, kept, split, spec.on_demand.slack) if fast else None
+    ) or milp.solve(replace(spec, keep=keep))
+    notes: list[str] = []
+    moved: milp.Solution | None = None
+    may_move = policy.rebalance_enabled and replacements_left > 0
+    bound = move_bound(policy, c, kept, anchored, fresh) if may_move and fast else None
+    if bound is not None:
+        if bound < anchored.objective - 1e-12:
+            notes.append(
+                f"kept running capacity: moving could save at most "
+                f"{pct(anchored.objective, bound):.2f}%, not more than "
+                f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
+            )
+    elif may_move:
+        moved = milp.solve(replace(spec, keep=keep, churn=replacements_left))
+        if moved.status == "infeasible":
+            moved = None
+    if anchored.status == "infeasible":
+        if moved is None:
+            return Settled(None, tuple(notes), replacements_left)
+        notes.append("running capacity moved: keeping it would violate the policy")
+        return Settled(moved, tuple(notes), replacements_left)
+    if not degraded and moved is not None and worth_moving(policy, c, kept, anchored, moved):
+        notes.append(
+            f"rebalance saves {pct(anchored.objective, moved.objective):.1f}% "
+            f"> minSavingsPercent {policy.min_savings_pct:g}"
+        )
+        return Settled(moved, tuple(notes), replacements_left)
+    if not degraded and moved is not None and moved.objective < anchored.objective - 1e-12:
+        notes.append(
+            f"kept running capacity: moving saves "
+            f"{pct(anchored.objective, moved.objective):.2f}%, not more than "
+            f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
+        )
+    return Settled(anchored, tuple(notes), replacements_left)
