@@ -406,3 +406,69 @@ def test_a_hung_endpoint_does_not_starve_another_tenant(
             op.stop()
     finally:
         k.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_deleting_a_policy_whose_secret_never_existed_completes(
+    crds_installed: localcluster.LocalCluster, cloud: cloud_fx.Cloud, namespace: str, tmp_path: Path
+) -> None:
+    """Nothing was ever launched (the credentials never resolved): deletion does not hang."""
+    k = crds_installed
+    op = run(tmp_path, k, cloud)
+    try:
+        apply_policy(k, namespace, name="nosecret")
+        wait_for_condition(
+            k, namespace, "nosecret", "CredentialsValid", op, reason="SecretNotFound"
+        )
+        start = time.monotonic()
+        k.kubectl("delete", "spotpolicy", "nosecret", "-n", namespace, "--timeout=60s")
+        assert time.monotonic() - start < 30
+    finally:
+        op.stop()
+
+
+def test_credentials_revoked_after_launch_then_forced(
+    crds_installed: localcluster.LocalCluster, cloud: cloud_fx.Cloud, namespace: str, tmp_path: Path
+) -> None:
+    """The Secret is gone after instances were launched: deletion waits (an Event says how
+    to force it), and the force annotation releases it, leaving the instances as they are."""
+    k = crds_installed
+    Tenant(k, namespace)
+    op = run(tmp_path, k, cloud)
+    try:
+        uid = apply_policy(k, namespace)
+        settled(k, namespace, "web", op)
+        k.kubectl("delete", "secret", "aws", "-n", namespace)
+        k.kubectl("delete", "spotpolicy", "web", "-n", namespace, "--wait=false")
+
+        def cleanup_failed() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in get_json(k, "events", "-n", namespace)["items"]
+                if e["involvedObject"].get("name") == "web" and e["reason"] == "CleanupFailed"
+            ]
+
+        failed = wait_for(cleanup_failed, "a CleanupFailed Event", op=op)
+        assert "spotfleet.dev/force-delete" in failed[0]["message"]
+        assert ec2_instances(cloud, uid)  # still there: nothing was terminated blindly
+        k.kubectl(
+            "annotate", "spotpolicy", "web", "-n", namespace, "spotfleet.dev/force-delete=true"
+        )
+        wait_for(
+            lambda: (
+                k.kubectl("get", "spotpolicy", "web", "-n", namespace, check=False).returncode != 0
+            ),
+            "the forced deletion",
+            timeout=90,
+            op=op,
+        )
+        forced = [
+            e
+            for e in get_json(k, "events", "-n", namespace)["items"]
+            if e["reason"] == "CleanupForced"
+        ]
+        assert forced and f"spotfleet.dev/policy-uid={uid}" in forced[0]["message"]
+        left = ec2_instances(cloud, uid)
+        assert left  # left running, as the Event says
+        cloud.boto3_client("ec2").terminate_instances(InstanceIds=[i["InstanceId"] for i in left])
+    finally:
+        op.stop()
