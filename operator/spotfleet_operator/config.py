@@ -85,6 +85,13 @@ class OperatorConfig(pydantic.BaseModel):
     max_concurrent_reconciles: int = _f(
         32, "reconcile", "Reconciles in flight at once, across all policies.", ge=1, le=1024
     )
+    decision_reuse_seconds: float = _f(
+        300.0,
+        "reconcile",
+        "Seconds a policy's last plan is reused while nothing it was made from changed (the "
+        "same market snapshot, fleet, avoided pools and spec); 0: solve every time.",
+        ge=0,
+    )
     max_replans: int = _f(
         3, "reconcile", "Re-plans within one reconcile after capacity errors.", ge=0, le=20
     )
@@ -147,13 +154,23 @@ class OperatorConfig(pydantic.BaseModel):
     market_cache_seconds: float = _f(
         30.0, "aws", "Seconds one region's spot prices are reused before a refresh.", ge=0
     )
-    fleet_sweep_seconds: float = _f(
-        10.0,
+    fleet_sweep_seconds: float | None = _f(
+        None,
         "aws",
-        "Seconds one account+region's owned-instance sweep (one DescribeInstances for every "
-        "policy) is reused; a policy's own launches and terminations update it at once.",
+        "Seconds one account+region's owned-instance sweep (one paginated DescribeInstances "
+        "for every policy of the account) is reused; a policy's own launches and "
+        "terminations update it at once, interruption notices too. Empty: the reconcile "
+        "interval (parsing a sweep of 4,000 instances costs about 2 s of CPU).",
         ge=0,
     )
+
+    @property
+    def sweep_seconds(self) -> float:
+        """How long a sweep is reused (``fleet_sweep_seconds``, else the interval)."""
+        if self.fleet_sweep_seconds is None:
+            return self.reconcile_interval_seconds
+        return self.fleet_sweep_seconds
+
     orphan_scan_seconds: float = _f(
         300.0, "aws", "Seconds between scans for instances of deleted policies.", gt=0
     )

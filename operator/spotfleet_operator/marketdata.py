@@ -148,6 +148,8 @@ class MarketCache:
             for t in old[:-1]:  # the last one before the window is the price in force
                 del pts[t]
                 dirty.add(key)
+        if previous is not None and not dirty and len(previous.spot_history) == len(self._points):
+            return previous  # nothing changed: the same snapshot (and its scored risk)
         history: dict[tuple[str, str], tuple[market_mod.PricePoint, ...]] = {}
         before = previous.spot_history if previous is not None else {}
         newest = now

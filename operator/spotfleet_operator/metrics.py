@@ -98,6 +98,11 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.decisions_reused = prom.Counter(
+            "spotfleet_decisions_reused_total",
+            "Reconciles that reused the policy's last plan (nothing it depends on changed).",
+            registry=r,
+        )
         self.reconcile_errors = prom.Counter(
             "spotfleet_reconcile_errors_total",
             "Reconciles that ended in an error, by reason.",

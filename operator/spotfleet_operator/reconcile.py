@@ -280,8 +280,13 @@ async def _decide(
     doomed: frozenset[str],
     risk: risk_protocol.RiskModel,
 ) -> plan_mod.Plan:
-    """planner.decide on the decision pool (the MILP never runs on the event loop)."""
-    snap = dataclasses.replace(market, unavailable=rs.unavailable.active(ctx.now))
+    """planner.decide on the decision pool (the MILP never runs on the event loop).
+
+    ``decide`` is pure: when nothing it depends on changed since the policy's last
+    decision — the same market snapshot (prices and advisor), avoided pools, fleet, churn
+    budget and spec — and that decision is younger than ``decision_reuse_seconds``, the
+    same plan is the answer and it is reused instead of solved again."""
+    unavailable = rs.unavailable.active(ctx.now)
     fleet = model.Fleet(
         instances=tuple(
             model.FleetInstance(o.instance_id, o.pool, o.launched_at)
@@ -290,12 +295,25 @@ async def _decide(
         ),
         replacements_last_hour=ctx.ps.replacements_last_hour(ctx.now),
     )
+    inputs = (policy, unavailable, fleet)
+    last = ctx.ps.last_decision
+    reuse = dt.timedelta(seconds=ctx.deps.config.decision_reuse_seconds)
+    if (
+        last is not None
+        and last.market is market
+        and last.inputs == inputs
+        and ctx.now - last.at < reuse
+    ):
+        ctx.deps.metrics.decisions_reused.inc()
+        return last.plan
+    snap = dataclasses.replace(market, unavailable=unavailable)
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     plan = await loop.run_in_executor(
         ctx.deps.decide_pool, planner.decide, policy, catalog, snap, fleet, risk, ctx.now
     )
     ctx.deps.metrics.decision_duration.observe(time.perf_counter() - t0)
+    ctx.ps.last_decision = state.Decision(market, inputs, plan, ctx.now)
     return plan
 
 

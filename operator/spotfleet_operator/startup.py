@@ -105,7 +105,7 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
     fleet = state.FleetState(
         market_lookback=dt.timedelta(hours=cfg.market_lookback_hours),
         market_max_age=dt.timedelta(seconds=cfg.market_cache_seconds),
-        sweep_max_age=dt.timedelta(seconds=cfg.fleet_sweep_seconds),
+        sweep_max_age=dt.timedelta(seconds=cfg.sweep_seconds),
         unavailable_ttl=dt.timedelta(seconds=cfg.unavailable_pool_ttl_seconds),
     )
     live = _LiveUids(k, cfg)

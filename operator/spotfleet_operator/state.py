@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
+from spotfleet_engine import plan as plan_mod
 from spotfleet_operator import marketdata
 from spotfleet_operator.aws import port
 
@@ -44,8 +46,9 @@ def _parse_time(text: str) -> dt.datetime | None:
 class FleetSweep:
     """Every owned instance of one account and region, from ONE paginated
     DescribeInstances shared by all its policies and reused for ``max_age``; a policy's
-    own launches and terminations are applied at once and kept for :data:`SETTLE` even
-    when a sweep does not reflect them yet."""
+    own launches and terminations are applied at once and kept for :data:`SETTLE` while
+    sweeps do not reflect them yet (DescribeInstances is eventually consistent); a launch
+    a sweep has shown is confirmed and left to the sweeps."""
 
     def __init__(self, max_age: dt.timedelta) -> None:
         self.max_age = max_age
@@ -74,6 +77,15 @@ class FleetSweep:
             self._by_policy, self._at = by, now
             self.sweeps += 1
             self._expire(now)
+            # launches a sweep has shown are confirmed: from now on the sweeps speak for them
+            # (so one that disappears later is gone, not kept alive by our own record)
+            for uid in list(self._launched):
+                seen = by.get(uid, {})
+                mine = self._launched[uid]
+                for iid in [i for i in mine if i in seen]:
+                    del mine[iid]
+                if not mine:
+                    del self._launched[uid]
 
     def _expire(self, now: dt.datetime) -> None:
         for uid in list(self._launched):
@@ -145,6 +157,16 @@ class RegionState:
     unavailable: marketdata.UnavailablePools
 
 
+@dataclass(frozen=True)
+class Decision:
+    """A policy's last decision and what it was made from (reused while nothing changed)."""
+
+    market: market_mod.MarketSnapshot  # compared by identity
+    inputs: tuple[Any, ...]  # (engine policy, avoided pools, fleet): compared by value
+    plan: plan_mod.Plan
+    at: dt.datetime
+
+
 @dataclass
 class PolicyState:
     """Runtime state of one policy (see the module docstring)."""
@@ -164,6 +186,7 @@ class PolicyState:
     #: instances launched to replace others (a move): the replaced ones are terminated
     #: only once these run -> when they were launched
     replacing: dict[str, dt.datetime] = field(default_factory=dict)
+    last_decision: Decision | None = None
     #: facts recorded by the interruption drainer for the next reconcile to report
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     #: label sets of this policy's per-pool metric series (removed when they go away)

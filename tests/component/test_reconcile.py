@@ -140,6 +140,29 @@ async def test_a_template_made_elsewhere_since_the_listing_is_adopted() -> None:
     assert cond(res.status, "Ready")["status"] == "True"
 
 
+def _reused(deps: reconcile.Deps) -> float:
+    return deps.metrics.decisions_reused._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_an_unchanged_decision_is_reused_and_a_change_is_solved() -> None:
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake, cfg=make_config(market_cache_seconds=600, fleet_sweep_seconds=0))
+    body = policy()
+    r = await reconcile.run(body, deps, NOW)
+    body = with_status(body, r)
+    r = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=1))  # the fleet grew: solved
+    body = with_status(body, r)
+    assert _reused(deps) == 0
+    again = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=2))
+    assert _reused(deps) == 1 and again.plan is r.plan  # nothing changed: the same plan
+    gone = next(iter(fake.running()))
+    gone.state = "terminated"  # the fleet changed behind our back
+    after = await reconcile.run(with_status(body, again), deps, NOW + dt.timedelta(minutes=3))
+    assert _reused(deps) == 1 and after.plan is not None and after.plan.launches
+    late = await reconcile.run(with_status(body, after), deps, NOW + dt.timedelta(minutes=30))
+    assert late.plan is not None and late.plan is not after.plan  # too old to reuse
+
+
 async def test_scale_up_and_down_keeps_on_demand_base() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
