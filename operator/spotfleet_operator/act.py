@@ -41,7 +41,7 @@ async def act(
     step = Step()
     now = ctx.now
     if plan.launches:
-        template, version = await ensure_template(ctx, spec, provider, acct)
+        template, version, digest = await ensure_template(ctx, spec, provider, acct)
         seen: dict[model.Pool, list[str]] = {}
         for o in instances:
             seen.setdefault(o.pool, []).append(o.instance_id)
@@ -60,15 +60,34 @@ async def act(
                 **tags_base,
                 **port.ownership_tags(ctx.uid, ctx.namespace, ctx.name, launch.pool),
             }
-            result = await provider.launch(
-                launch.pool,
-                launch.count,
-                template,
-                token,
-                tags,
-                subnet_id=subnets.get(launch.pool.zone),
-                template_version=version,
-            )
+            if digest:
+                tags[port.TAG_SPEC_HASH] = digest
+            try:
+                result = await provider.launch(
+                    launch.pool,
+                    launch.count,
+                    template,
+                    token,
+                    tags,
+                    subnet_id=subnets.get(launch.pool.zone),
+                    template_version=version,
+                )
+            except errors.AwsError as gone:
+                if not (digest and template_gone(gone)):
+                    raise
+                # the shared template was collected since it was listed: make it again
+                async with acct.templates_lock:
+                    acct.templates = None
+                template, version, digest = await ensure_template(ctx, spec, provider, acct)
+                result = await provider.launch(
+                    launch.pool,
+                    launch.count,
+                    template,
+                    token,
+                    tags,
+                    subnet_id=subnets.get(launch.pool.zone),
+                    template_version=version,
+                )
             if result.instance_ids:
                 new_ids.extend(result.instance_ids)
                 step.launched.append((launch.pool, len(result.instance_ids)))
@@ -136,42 +155,43 @@ async def ensure_template(
     spec: spec_model.SpotPolicySpec,
     provider: port.CloudProvider,
     acct: state.AccountState,
-) -> tuple[str, str | None]:
-    """(name, version) of the template to launch from: the user's own, or the policy's,
-    created or updated when its spec changed. The account's templates are listed once."""
+) -> tuple[str, str | None, str]:
+    """(name, version, spec hash) of the template to launch from: the user's own, or the
+    account's shared template of the policy's launch spec, created once for every policy
+    that launches with it. The account's templates are listed once."""
     launch = spec.launch
     assert launch is not None  # admission requires it unless dryRun
     if launch.launch_template is not None:
         lt = launch.launch_template
-        return str(lt.name or lt.id), lt.version
+        return str(lt.name or lt.id), lt.version, ""
     launch_spec = await read_launch_spec(ctx, spec)
-    if acct.templates is None:
-        async with acct.templates_lock:
-            if acct.templates is None:
-                acct.templates = await provider.launch_templates()
-    name = port.launch_template_name(ctx.uid)
-    current = acct.templates.get(name)
     digest = launch_spec.content_hash()
-    if current is None:
+    ctx.ps.spec_hash = digest
+    name = port.shared_template_name(digest)
+    async with acct.templates_lock:
+        if acct.templates is None:
+            acct.templates = await provider.launch_templates()
+        if name in acct.templates:
+            return name, None, digest
         try:
             acct.templates[name] = await provider.create_launch_template(
-                ctx.uid,
-                launch_spec,
-                {port.TAG_POLICY_UID: ctx.uid, port.TAG_POLICY: f"{ctx.namespace}/{ctx.name}"},
+                launch_spec, {port.TAG_MANAGED: "spotfleet"}
             )
-            return name, None
         except errors.AwsError as e:
             if "AlreadyExists" not in e.code:
                 raise
-            # made since the account's templates were listed (another shard or process):
-            # list them again and carry on with the one that exists
+            # made since the account's templates were listed (another shard or process)
             acct.templates = await provider.launch_templates()
-            current = acct.templates.get(name)
-            if current is None:
+            if name not in acct.templates:
                 raise
-    if current.spec_hash != digest:
-        acct.templates[name] = await provider.update_launch_template(current, launch_spec)
-    return name, None
+    return name, None, digest
+
+
+def template_gone(e: errors.AwsError) -> bool:
+    """A launch refused because its template no longer exists (collected elsewhere)."""
+    return "LaunchTemplate" in e.code and (
+        "NotFound" in e.code or e.kind is errors.ErrorClass.NOT_FOUND
+    )
 
 
 async def read_launch_spec(ctx: Ctx, spec: spec_model.SpotPolicySpec) -> port.LaunchSpec:

@@ -24,7 +24,7 @@ from typing import Any
 
 from spotfleet_operator import reconcile, status
 from spotfleet_operator.api import conditions as cond
-from spotfleet_operator.aws import credentials, errors
+from spotfleet_operator.aws import credentials, errors, port
 
 FORCE_ANNOTATION = "spotfleet.dev/force-delete"
 
@@ -142,8 +142,10 @@ async def _run(
                     "Normal", "Terminated", f"terminated {len(ids)} instance(s) on deletion"
                 )
             )
-        if not (spec.get("launch") or {}).get("launchTemplate"):
-            await provider.delete_launch_template(uid)
+        legacy = port.launch_template_name(uid)  # per-policy templates of earlier releases
+        listed = [a.templates for a in deps.state.accounts.values() if a.templates is not None]
+        if not listed or any(legacy in t for t in listed):
+            await provider.delete_launch_template(legacy)
         return res
     except (credentials.CredentialsError, errors.AwsError) as e:
         permanent = isinstance(e, credentials.CredentialsError) or (

@@ -16,7 +16,7 @@ from spotfleet_engine import market as market_mod
 from spotfleet_engine import model
 from spotfleet_operator import api, failures, state
 from spotfleet_operator.api import spec as spec_model
-from spotfleet_operator.aws import credentials, port
+from spotfleet_operator.aws import credentials, errors, port
 from spotfleet_operator.pipeline import Ctx, Stop
 
 log = logging.getLogger("spotfleet.observe")
@@ -116,6 +116,7 @@ async def observe(
                 )
             )
         policy = dataclasses.replace(policy, zones=zones)
+    acct.provider = provider  # the account's shared jobs (template collection) act as it
     await acct.sweep.refresh(provider, now)
     rs = deps.state.region(spec.region)
     market = await rs.market.get(provider, now)
@@ -156,3 +157,34 @@ async def scan_orphans(ctx: Ctx, acct: state.AccountState) -> None:
             )
     acct.orphans = found
     deps.metrics.orphaned_instances.set(sum(len(a.orphans) for a in deps.state.accounts.values()))
+    await collect_templates(ctx, acct)
+
+
+#: A shared template nothing uses is collected once it is this old.
+TEMPLATE_MIN_AGE = dt.timedelta(hours=1)
+
+
+async def collect_templates(ctx: Ctx, acct: state.AccountState) -> None:
+    """Delete the account's shared launch templates nothing uses: no instance of the
+    account's sweep was launched from their spec, no policy this operator reconciles
+    launches with it, and they are older than :data:`TEMPLATE_MIN_AGE`. A policy of another
+    shard that still wants one makes it again (act.py)."""
+    if not acct.templates:
+        return
+    in_use = {o.spec_hash for insts in acct.sweep.policies().values() for o in insts}
+    in_use |= {ps.spec_hash for ps in ctx.deps.state.policies.values()}
+    provider = acct.provider
+    if provider is None:
+        return
+    for name, info in list(acct.templates.items()):
+        if not name.startswith(port.SHARED_TEMPLATE_PREFIX) or info.spec_hash in in_use:
+            continue
+        if info.created is None or ctx.now - info.created < TEMPLATE_MIN_AGE:
+            continue
+        try:
+            await provider.delete_launch_template(name)
+        except errors.AwsError as e:
+            log.warning("unused launch template %s not deleted: %s", name, e)
+            continue
+        acct.templates.pop(name, None)
+        log.info("deleted launch template %s: no policy or instance uses its spec", name)

@@ -146,6 +146,8 @@ class AccountState:
     templates_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subnets: dict[tuple[Any, ...], tuple[dt.datetime, dict[str, str]]] = field(default_factory=dict)
     orphan_scan_at: dt.datetime | None = None
+    #: a provider of the account (the last reconcile's) for its shared jobs
+    provider: port.CloudProvider | None = None
     orphans: dict[str, str] = field(default_factory=dict)
 
 
@@ -187,6 +189,8 @@ class PolicyState:
     #: only once these run -> when they were launched
     replacing: dict[str, dt.datetime] = field(default_factory=dict)
     last_decision: Decision | None = None
+    #: the launch spec hash the policy last launched with (its shared template is in use)
+    spec_hash: str = ""
     #: facts recorded by the interruption drainer for the next reconcile to report
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     #: label sets of this policy's per-pool metric series (removed when they go away)

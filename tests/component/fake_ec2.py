@@ -104,6 +104,7 @@ class FakeEc2:
                     i.launched_at,
                     i.tags[port.TAG_POLICY_UID],
                     i.tags.get(port.TAG_POLICY, ""),
+                    i.tags.get(port.TAG_SPEC_HASH, ""),
                 )
                 for i in self.running()
                 if port.TAG_POLICY_UID in i.tags
@@ -143,10 +144,10 @@ class FakeEc2:
         return {name: info for name, (_, info) in self.templates.items()}
 
     async def create_launch_template(
-        self, policy_uid: str, spec: port.LaunchSpec, tags: dict[str, str]
+        self, spec: port.LaunchSpec, tags: dict[str, str]
     ) -> port.TemplateInfo:
         self._enter("create_launch_template")
-        name = port.launch_template_name(policy_uid)
+        name = port.shared_template_name(spec.content_hash())
         if name in self.templates:
             raise errors.AwsError(
                 "CreateLaunchTemplate",
@@ -154,16 +155,10 @@ class FakeEc2:
                 "Launch template name already in use.",
                 errors.ErrorClass.INVALID,
             )
-        info = port.TemplateInfo(name, f"lt-{len(self.templates) + 1:017x}", spec.content_hash())
+        info = port.TemplateInfo(
+            name, f"lt-{len(self.templates) + 1:017x}", spec.content_hash(), self.market_time
+        )
         self.templates[name] = (spec, info)
-        return info
-
-    async def update_launch_template(
-        self, current: port.TemplateInfo, spec: port.LaunchSpec
-    ) -> port.TemplateInfo:
-        self._enter("update_launch_template")
-        info = port.TemplateInfo(current.name, current.template_id, spec.content_hash())
-        self.templates[current.name] = (spec, info)
         return info
 
     async def launch(
@@ -213,9 +208,9 @@ class FakeEc2:
             for k in port.OWNERSHIP_KEYS:
                 self.instances[o.instance_id].tags.pop(k, None)
 
-    async def delete_launch_template(self, policy_uid: str) -> bool:
+    async def delete_launch_template(self, name: str) -> bool:
         self._enter("delete_launch_template")
-        return self.templates.pop(port.launch_template_name(policy_uid), None) is not None
+        return self.templates.pop(name, None) is not None
 
 
 def conformance_problems(impl: type) -> list[str]:

@@ -24,15 +24,25 @@ async def _launched(
     return fake, deps, with_status(body, res)
 
 
-async def test_delete_terminates_everything_and_the_template() -> None:
+async def test_delete_terminates_everything() -> None:
     fake, deps, body = await _launched()
     n = len(fake.running())
     res = await finalize.run(body, deps, NOW, attempt=0)
     assert res.done and len(res.terminated) == n
     assert fake.running() == []
-    assert fake.templates == {}
     again = await finalize.run(body, deps, NOW, attempt=0)  # idempotent
     assert again.done and again.terminated == []
+
+
+async def test_the_per_policy_template_of_an_earlier_release_is_deleted() -> None:
+    fake, deps, body = await _launched()
+    legacy = port.launch_template_name("uid-web-1")
+    fake.templates[legacy] = (port.LaunchSpec(), port.TemplateInfo(legacy, "lt-legacy", "x"))
+    acct = next(iter(deps.state.accounts.values()))
+    assert acct.templates is not None
+    acct.templates[legacy] = fake.templates[legacy][1]
+    res = await finalize.run(body, deps, NOW, attempt=0)
+    assert res.done and legacy not in fake.templates
 
 
 async def test_deletion_releases_the_policy_state() -> None:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from spotfleet_engine import model
-from spotfleet_operator import reconcile
+from spotfleet_operator import finalize, reconcile
 from spotfleet_operator.aws import ec2, errors, port
 from tests.component.fake_ec2 import FakeEc2, conformance_problems
 from tests.component.harness import (
@@ -128,7 +128,7 @@ async def test_a_template_made_elsewhere_since_the_listing_is_adopted() -> None:
     the account's templates: the create is refused, the list is read again, no failure."""
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake)
-    other = policy()
+    other = policy({"launch": {"imageId": "ami-0fedcba9876543210"}})  # another launch spec
     other["metadata"].update(name="other", uid="uid-other")
     await reconcile.run(other, deps, NOW)  # the account's templates are listed now
     elsewhere = FakeEc2(MARKET_TIME)
@@ -161,6 +161,39 @@ async def test_an_unchanged_decision_is_reused_and_a_change_is_solved() -> None:
     assert _reused(deps) == 1 and after.plan is not None and after.plan.launches
     late = await reconcile.run(with_status(body, after), deps, NOW + dt.timedelta(minutes=30))
     assert late.plan is not None and late.plan is not after.plan  # too old to reuse
+
+
+async def test_policies_with_one_launch_spec_share_one_template_and_unused_ones_go() -> None:
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake)
+
+    async def live() -> set[str]:
+        return {"uid-a", "uid-b"}
+
+    deps.live_policy_uids = live
+    bodies = []
+    for name in ("a", "b"):
+        b = policy()
+        b["metadata"].update(name=name, uid=f"uid-{name}")
+        bodies.append(with_status(b, await reconcile.run(b, deps, NOW)))
+    assert fake.calls.count("create_launch_template") == 1  # one spec, one template
+    (name,) = fake.templates
+    assert all(i.tags[port.TAG_SPEC_HASH] in name for i in fake.running())
+    for b in bodies:
+        await finalize.run(b, deps, NOW, attempt=0)  # both policies deleted
+    assert name in fake.templates  # shared: a policy's deletion does not delete it
+    deps.state.policies.clear()
+    other = policy({"launch": {"imageId": "ami-0fedcba9876543210"}})
+    other["metadata"].update(name="c", uid="uid-c")
+    later = NOW + dt.timedelta(hours=2)
+
+    async def live_c() -> set[str]:
+        return {"uid-c"}
+
+    deps.live_policy_uids = live_c
+    await reconcile.run(other, deps, later)  # its orphan scan collects what nobody uses
+    assert name not in fake.templates
+    assert len(fake.templates) == 1  # c's own
 
 
 async def test_scale_up_and_down_keeps_on_demand_base() -> None:

@@ -106,14 +106,14 @@ def test_launch_template_data_requires_imdsv2_and_encodes_user_data() -> None:
 
 def test_create_launch_template_is_idempotent_per_spec() -> None:
     spec = port.LaunchSpec(image_id="ami-0123456789abcdef0")
-    a = requests.create_launch_template("uid-1", spec, {port.TAG_POLICY_UID: "uid-1"})
-    b = requests.create_launch_template("uid-1", spec, {port.TAG_POLICY_UID: "uid-1"})
-    c = requests.create_launch_template(
-        "uid-1", port.LaunchSpec(image_id="ami-0fedcba9876543210"), {}
-    )
+    a = requests.create_launch_template(spec, {port.TAG_MANAGED: "spotfleet"})
+    b = requests.create_launch_template(spec, {port.TAG_MANAGED: "spotfleet"})
+    c = requests.create_launch_template(port.LaunchSpec(image_id="ami-0fedcba9876543210"), {})
     assert a == b and a["ClientToken"] != c["ClientToken"]
     assert len(a["ClientToken"]) <= 64
-    assert a["LaunchTemplateName"] == "spotfleet-uid-1"
+    # one template per launch spec, shared by every policy that launches with it
+    assert a["LaunchTemplateName"] == "spotfleet-spec-" + spec.content_hash()
+    assert c["LaunchTemplateName"] != a["LaunchTemplateName"]
     assert {"Key": port.TAG_SPEC_HASH, "Value": spec.content_hash()} in a["TagSpecifications"][0][
         "Tags"
     ]

@@ -179,7 +179,10 @@ class Ec2:
                     tags = {t["Key"]: t["Value"] for t in lt.get("Tags", [])}
                     name = lt["LaunchTemplateName"]
                     out[name] = port.TemplateInfo(
-                        name, lt["LaunchTemplateId"], tags.get(port.TAG_SPEC_HASH, "")
+                        name,
+                        lt["LaunchTemplateId"],
+                        tags.get(port.TAG_SPEC_HASH, ""),
+                        utc(lt["CreateTime"]) if lt.get("CreateTime") else None,
                     )
             return out
 
@@ -188,39 +191,20 @@ class Ec2:
     # ---- act -------------------------------------------------------------------
 
     async def create_launch_template(
-        self, policy_uid: str, spec: port.LaunchSpec, tags: dict[str, str]
+        self, spec: port.LaunchSpec, tags: dict[str, str]
     ) -> port.TemplateInfo:
-        req = requests.create_launch_template(policy_uid, spec, tags)
+        req = requests.create_launch_template(spec, tags)
 
         def run() -> port.TemplateInfo:
             out = self.client().create_launch_template(**req)["LaunchTemplate"]
             return port.TemplateInfo(
-                out["LaunchTemplateName"], out["LaunchTemplateId"], spec.content_hash()
+                out["LaunchTemplateName"],
+                out["LaunchTemplateId"],
+                spec.content_hash(),
+                utc(out["CreateTime"]) if out.get("CreateTime") else None,
             )
 
         return await self._call("CreateLaunchTemplate", run)
-
-    async def update_launch_template(
-        self, current: port.TemplateInfo, spec: port.LaunchSpec
-    ) -> port.TemplateInfo:
-        data = requests.launch_template_data(spec)
-        digest = spec.content_hash()
-
-        def run() -> port.TemplateInfo:
-            c = self.client()
-            v = c.create_launch_template_version(
-                LaunchTemplateName=current.name, LaunchTemplateData=data
-            )
-            c.modify_launch_template(
-                LaunchTemplateName=current.name,
-                DefaultVersion=str(v["LaunchTemplateVersion"]["VersionNumber"]),
-            )
-            c.create_tags(
-                Resources=[current.template_id], Tags=[{"Key": port.TAG_SPEC_HASH, "Value": digest}]
-            )
-            return port.TemplateInfo(current.name, current.template_id, digest)
-
-        return await self._call("UpdateLaunchTemplate", run)
 
     async def launch(
         self,
@@ -271,9 +255,7 @@ class Ec2:
 
             await self._call("DeleteTags", run)
 
-    async def delete_launch_template(self, policy_uid: str) -> bool:
-        name = port.launch_template_name(policy_uid)
-
+    async def delete_launch_template(self, name: str) -> bool:
         def run() -> bool:
             try:
                 self.client().delete_launch_template(LaunchTemplateName=name)

@@ -40,10 +40,6 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "subnets_by_zone": (("DescribeSubnets",), False),
     "launch_templates": (("DescribeLaunchTemplates",), False),
     "create_launch_template": (("CreateLaunchTemplate",), True),
-    "update_launch_template": (
-        ("CreateLaunchTemplateVersion", "ModifyLaunchTemplate", "CreateTags"),
-        True,
-    ),
     "launch": (("CreateFleet",), True),
     "terminate": (("TerminateInstances",), True),
     "untag": (("DeleteTags",), True),
@@ -66,8 +62,18 @@ def ownership_tags(policy_uid: str, namespace: str, name: str, pool: model.Pool)
 
 
 def launch_template_name(policy_uid: str) -> str:
-    """One launch template per policy, named after its uid (stable across renames)."""
+    """The per-policy template of releases before shared templates (``spotfleet-<uid>``):
+    only deleted now, never created."""
     return f"spotfleet-{policy_uid}"
+
+
+SHARED_TEMPLATE_PREFIX = "spotfleet-spec-"
+
+
+def shared_template_name(spec_hash: str) -> str:
+    """The launch template of one launch spec, shared by every policy of the account that
+    launches with it: ``spotfleet-spec-<spec hash>`` (a spec change is a new template)."""
+    return SHARED_TEMPLATE_PREFIX + spec_hash
 
 
 def idempotency_token(
@@ -91,6 +97,7 @@ class OwnedInstance:
     launched_at: dt.datetime
     policy_uid: str
     policy_ref: str  # "namespace/name"
+    spec_hash: str = ""  # the launch spec it was launched with ("" when not tagged)
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,13 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class TemplateInfo:
-    """A launch template the operator made: its name, id and the spec hash it holds."""
+    """A launch template the operator made: its name, id, the spec hash it holds, and when
+    it was created (None: not known)."""
 
     name: str
     template_id: str
     spec_hash: str
+    created: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -182,15 +191,9 @@ class CloudProvider(Protocol):
         (one paginated call: templates are looked up, never discovered by a failing call)."""
         ...
 
-    async def create_launch_template(
-        self, policy_uid: str, spec: LaunchSpec, tags: dict[str, str]
-    ) -> TemplateInfo:
-        """Create the policy's template. Idempotent for the same (uid, spec): a retry after
-        a lost answer returns the template made the first time."""
-        ...
-
-    async def update_launch_template(self, current: TemplateInfo, spec: LaunchSpec) -> TemplateInfo:
-        """Make ``spec`` the template's default version and record its hash."""
+    async def create_launch_template(self, spec: LaunchSpec, tags: dict[str, str]) -> TemplateInfo:
+        """Create the shared template of ``spec`` (:func:`shared_template_name`). Idempotent
+        for the same spec: a retry, or another policy's create, gets the same template."""
         ...
 
     async def launch(
@@ -217,8 +220,8 @@ class CloudProvider(Protocol):
         """Remove exactly the ownership tags (the instances are orphaned, left running)."""
         ...
 
-    async def delete_launch_template(self, policy_uid: str) -> bool:
-        """Delete the policy's own template; False (not an error) when it was already gone."""
+    async def delete_launch_template(self, name: str) -> bool:
+        """Delete a template the operator made; False (not an error) when already gone."""
         ...
 
 

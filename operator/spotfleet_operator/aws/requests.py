@@ -89,15 +89,15 @@ def launch_template_data(spec: port.LaunchSpec) -> RequestLaunchTemplateDataType
 
 
 def create_launch_template(
-    policy_uid: str, spec: port.LaunchSpec, owner_tags: Mapping[str, str]
+    spec: port.LaunchSpec, owner_tags: Mapping[str, str]
 ) -> CreateLaunchTemplateRequestTypeDef:
-    """CreateLaunchTemplate for the policy's template; the ClientToken makes a retry of
-    the same (uid, spec) return the first template."""
+    """CreateLaunchTemplate for the shared template of ``spec``; the ClientToken (the spec
+    hash) makes a retry, or a concurrent create for the same spec, return that template."""
     digest = spec.content_hash()
     return {
-        "LaunchTemplateName": port.launch_template_name(policy_uid),
+        "LaunchTemplateName": port.shared_template_name(digest),
         "LaunchTemplateData": launch_template_data(spec),
-        "ClientToken": ("lt-" + policy_uid + digest)[:64],
+        "ClientToken": "lt-spec-" + digest,
         "TagSpecifications": [
             {
                 "ResourceType": "launch-template",
