@@ -235,7 +235,7 @@ class SimClient:
     ) -> list[dict[str, Any]]:
         """Fail the next ``count`` calls (or each with ``probability``) to ``operation``
         (``*`` = any; only those signed with ``access_key_id`` when given) with ``code``:
-        RequestLimitExceeded, InsufficientInstanceCapacity, UnauthorizedOperation,
+        RequestLimitExceeded, InsufficientInstanceCapacity, UnauthorizedOperation, AuthFailure,
         InternalError, ServiceUnavailable, BadGateway or GatewayTimeout."""
         body: dict[str, Any] = {"operation": operation, "code": code}
         if count is not None:

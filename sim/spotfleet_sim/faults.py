@@ -22,6 +22,7 @@ KNOWN_CODES = frozenset(
         "RequestLimitExceeded",
         "InsufficientInstanceCapacity",
         "UnauthorizedOperation",
+        "AuthFailure",
         "InternalError",
         "ServiceUnavailable",
         "BadGateway",
@@ -46,6 +47,7 @@ DEFAULT_MESSAGES = {
         "We currently do not have sufficient capacity to fulfill your request."
     ),
     "UnauthorizedOperation": "You are not authorized to perform this operation.",
+    "AuthFailure": "AWS was not able to validate the provided access credentials",
     "InternalError": "An internal error has occurred.",
     "ServiceUnavailable": "The service is unavailable. Please try again shortly.",
     "BadGateway": "Bad Gateway",

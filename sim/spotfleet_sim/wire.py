@@ -26,6 +26,7 @@ ERROR_STATUS = {
     "InsufficientInstanceCapacity": 500,
     "InternalError": 500,
     "UnauthorizedOperation": 403,
+    "AuthFailure": 401,
     "IdempotentParameterMismatch": 400,
     "InvalidParameterValue": 400,
     "MissingParameter": 400,

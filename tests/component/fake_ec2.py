@@ -205,7 +205,7 @@ class FakeEc2:
     async def untag(self, instances: Sequence[port.OwnedInstance]) -> None:
         self._enter("untag")
         for o in instances:
-            for k in port.OWNERSHIP_KEYS:
+            for k in (*port.OWNERSHIP_KEYS, port.TAG_SPEC_HASH):
                 self.instances[o.instance_id].tags.pop(k, None)
 
     async def delete_launch_template(self, name: str) -> bool:

@@ -429,14 +429,16 @@ def test_deleting_a_policy_whose_secret_never_existed_completes(
 def test_credentials_revoked_after_launch_then_forced(
     crds_installed: localcluster.LocalCluster, cloud: cloud_fx.Cloud, namespace: str, tmp_path: Path
 ) -> None:
-    """The Secret is gone after instances were launched: deletion waits (an Event says how
-    to force it), and the force annotation releases it, leaving the instances as they are."""
+    """The credentials are revoked after instances were launched: deletion waits (an Event
+    says how to force it), and the force annotation releases it, leaving the instances."""
     k = crds_installed
-    Tenant(k, namespace)
+    t = Tenant(k, namespace)
     op = run(tmp_path, k, cloud)
     try:
         uid = apply_policy(k, namespace)
         settled(k, namespace, "web", op)
+        # revoked: AWS refuses the keys, and the Secret is gone too
+        cloud.client.inject_fault("*", "AuthFailure", probability=1.0, access_key_id=t.key)
         k.kubectl("delete", "secret", "aws", "-n", namespace)
         k.kubectl("delete", "spotpolicy", "web", "-n", namespace, "--wait=false")
 
@@ -469,6 +471,7 @@ def test_credentials_revoked_after_launch_then_forced(
         assert forced and f"spotfleet.dev/policy-uid={uid}" in forced[0]["message"]
         left = ec2_instances(cloud, uid)
         assert left  # left running, as the Event says
+        cloud.client.clear_faults()
         cloud.boto3_client("ec2").terminate_instances(InstanceIds=[i["InstanceId"] for i in left])
     finally:
         op.stop()

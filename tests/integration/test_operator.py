@@ -303,7 +303,8 @@ def test_deletion_policy(
     else:
         assert {i["State"]["Name"] for i in states.values()} == {"running"}
         for i in states.values():
-            assert not any(t["Key"].startswith("spotfleet.dev/") for t in i.get("Tags", []))
+            left = [t for t in i.get("Tags", []) if t["Key"].startswith("spotfleet.dev/")]
+            assert not left, left
 
 
 def test_bad_credentials_stop_acting(

@@ -153,14 +153,15 @@ def test_batches_and_untag_remove_exactly_our_tags() -> None:
     assert requests.batches([str(i) for i in range(1001)], 500)[-1] == ["1000"]
     now = dt.datetime(2021, 5, 1, tzinfo=dt.UTC)
     owned = [
-        port.OwnedInstance(f"i-{n}", SPOT if n % 2 else OD, "running", now, "uid-1", "ns/web")
+        port.OwnedInstance(f"i-{n}", SPOT if n % 2 else OD, "running", now, "uid-1", "ns/web", "h")
         for n in range(4)
     ]
     calls = requests.untag(owned)
     assert sorted(sorted(ids) for ids, _ in calls) == [["i-0", "i-2"], ["i-1", "i-3"]]
     for _, tags in calls:
         keys = {t["Key"]: t["Value"] for t in tags}
-        assert set(keys) == set(port.OWNERSHIP_KEYS)
+        assert set(keys) == {*port.OWNERSHIP_KEYS, port.TAG_SPEC_HASH}
+        assert keys[port.TAG_SPEC_HASH] == "h"
         assert keys[port.TAG_POOL] in (SPOT.key(), OD.key())
 
 
@@ -171,3 +172,13 @@ def test_one_definition_of_mutating_matches_the_stand_in_cloud() -> None:
         for op in ops:
             assert calllog.is_mutating(op) is mutating, (method, op)
     assert {m for m, (_, mutating) in port.OPERATIONS.items() if mutating} == port.MUTATING_METHODS
+
+
+def test_the_template_listing_finds_shared_and_earlier_per_policy_templates() -> None:
+    """Both kinds carry the launch-spec hash tag (shared ones have no policy uid tag)."""
+    assert requests.launch_templates_filters() == [
+        {"Name": "tag-key", "Values": [port.TAG_SPEC_HASH]}
+    ]
+    spec = port.LaunchSpec(image_id="ami-0123456789abcdef0")
+    tags = requests.create_launch_template(spec, {})["TagSpecifications"][0]["Tags"]
+    assert port.TAG_SPEC_HASH in {t["Key"] for t in tags}

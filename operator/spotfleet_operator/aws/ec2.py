@@ -297,4 +297,5 @@ def owned_instance(inst: Any) -> port.OwnedInstance | None:
         launched,
         uid,
         tags.get(port.TAG_POLICY, ""),
+        tags.get(port.TAG_SPEC_HASH, ""),
     )

@@ -44,8 +44,9 @@ def owned_instances_filters(policy_uid: str | None) -> list[FilterTypeDef]:
 
 
 def launch_templates_filters() -> list[FilterTypeDef]:
-    """DescribeLaunchTemplates filters: every template the operator made."""
-    return [{"Name": "tag-key", "Values": [port.TAG_POLICY_UID]}]
+    """DescribeLaunchTemplates filters: every template the operator made (shared ones and
+    the per-policy ones of earlier releases all carry the launch-spec hash)."""
+    return [{"Name": "tag-key", "Values": [port.TAG_SPEC_HASH]}]
 
 
 def spot_price_history(
@@ -156,20 +157,22 @@ def batches(ids: Sequence[str], size: int = BATCH) -> list[list[str]]:
 
 
 def untag(instances: Sequence[port.OwnedInstance]) -> list[tuple[list[str], list[TagTypeDef]]]:
-    """DeleteTags calls (resources, tags) removing exactly the ownership tags: values are
-    given with the keys, grouped per (uid, policy, pool) and batched."""
-    groups: dict[tuple[str, str, str], list[str]] = {}
+    """DeleteTags calls (resources, tags) removing exactly the operator's tags (ownership
+    and launch-spec hash): values are given with the keys, grouped per (uid, policy,
+    pool, spec hash) and batched."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
     for o in instances:
-        groups.setdefault((o.policy_uid, o.policy_ref, o.pool.key()), []).append(o.instance_id)
+        key = (o.policy_uid, o.policy_ref, o.pool.key(), o.spec_hash)
+        groups.setdefault(key, []).append(o.instance_id)
     out: list[tuple[list[str], list[TagTypeDef]]] = []
-    for (uid, ref, pool), ids in sorted(groups.items()):
-        t = tags(
-            {
-                port.TAG_POLICY_UID: uid,
-                port.TAG_POLICY: ref,
-                port.TAG_POOL: pool,
-                port.TAG_MANAGED: "spotfleet",
-            }
-        )
-        out.extend((batch, t) for batch in batches(ids))
+    for (uid, ref, pool, digest), ids in sorted(groups.items()):
+        mine = {
+            port.TAG_POLICY_UID: uid,
+            port.TAG_POLICY: ref,
+            port.TAG_POOL: pool,
+            port.TAG_MANAGED: "spotfleet",
+        }
+        if digest:
+            mine[port.TAG_SPEC_HASH] = digest
+        out.extend((batch, tags(mine)) for batch in batches(ids))
     return out
