@@ -19,6 +19,7 @@ own module (the model is in ``docs/engine.md``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -121,14 +122,13 @@ def decide(
     split = cand_mod.OnDemandSplit.of(policy)
     slack = cand_mod.on_demand_slack(split, c.w[elig][c.is_od[elig]])
 
-    scaled = hysteresis.scale_in(policy, c, running, split)
-    kept = {i: len(v) for i, v in scaled.items() if v}
-
     sub = cand_mod.prune(policy, c, elig, set(running)) if options.prune else elig
     stats = plan_mod.PlanStats(len(c.pools), len(elig), len(sub))
     pruned = set(elig.tolist()) - set(sub.tolist())
 
     spec = milp_spec(policy, c, sub, split, slack, options)
+    scaled = _scale_in(policy, c, running, split, spec)
+    kept = {i: len(v) for i, v in scaled.items() if v}
     fresh = milp.solve(spec)
     binding: tuple[explain.Binding, str] | None = None
     outcome: plan_mod.Outcome = "Optimal" if fresh.status == "optimal" else "Feasible"
@@ -158,6 +158,34 @@ def decide(
     return _build(
         policy, c, chosen.x, running, scaled, not_eligible, outcome, binding, stats, notes, pruned
     )
+
+
+def _scale_in(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    running: dict[int, list[model.FleetInstance]],
+    split: cand_mod.OnDemandSplit,
+    spec: milp.MilpSpec,
+) -> dict[int, list[model.FleetInstance]]:
+    """The running instances left after scale-in (candidate index -> newest first).
+
+    Above the target, the cheapest subset of what runs that meets every constraint
+    (the fresh MILP with each running pool capped at its count and nothing else
+    allowed): terminating to it launches nothing, so it is scale-in, not a move, and
+    spends no churn budget. Greedy removal (:func:`hysteresis.scale_in`) stops where
+    one removal would break the share cap or ``minPools`` even when a set of removals
+    would not (a fleet at 200 vCPU sent to 32 with minPools 4 and a 30 % share cap
+    stopped at 174); it stays as the fallback when the subset MILP finds nothing."""
+    cap = sum(float(c.w[i]) * len(v) for i, v in running.items())
+    if cap <= policy.target + 1e-9 or not running:
+        return {i: list(v) for i, v in running.items()}
+    ids = spec.ids
+    caps = {int(i): len(running.get(int(i), [])) for i in ids}
+    if policy.target > 0 and all(int(i) in caps for i in running):
+        subset = milp.solve(dataclasses.replace(spec, upper=caps))
+        if subset.status != "infeasible":
+            return {i: v[len(v) - subset.x.get(i, 0) :] for i, v in running.items()}
+    return hysteresis.scale_in(policy, c, running, split)
 
 
 def _infeasible(

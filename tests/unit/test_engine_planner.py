@@ -529,3 +529,25 @@ def test_target_zero_scales_everything_in(
     )
     assert {t.reason for t in p.terminations} == {"scale-in"}
     assert p.cost_per_hour == 0.0 and p.savings_pct == 0.0
+
+
+def test_scale_in_under_a_share_cap_and_min_pools_reaches_the_target(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """The issue: a fleet at 200 vCPU sent to 32 with minPools 4 and a 30 % share cap
+    stopped at 174 (greedy removal breaks the share cap one instance at a time). The
+    cheapest subset of what runs that meets every rule is found in one plan, and every
+    termination is scale-in (no churn budget spent, nothing launched)."""
+    rules = {"min_pools": 4, "max_pool_share_pct": 30.0}
+    big = decide(policy(target=200.0, **rules), cat, snap)
+    assert big.capacity >= 200
+    fleet = fleet_of(dict(big.targets))
+    small = decide(policy(target=32.0, max_replacements_per_hour=0, **rules), cat, snap, fleet)
+    biggest = max(cat.types[p.instance_type].vcpus for p in big.targets)
+    assert 32 <= small.capacity < 32 + biggest
+    assert not small.launches
+    assert small.terminations and {t.reason for t in small.terminations} == {"scale-in"}
+    assert len(small.targets) >= 4
+    assert max(
+        n * cat.types[p.instance_type].vcpus for p, n in small.targets.items()
+    ) <= 0.30 * small.capacity + 1e-9
