@@ -5,18 +5,23 @@ quota answers mark the pools avoided for the next plan."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
-from spotfleet_operator import failures, state
+from spotfleet_operator import audit, failures, state
 from spotfleet_operator.api import spec as spec_model
 from spotfleet_operator.aws import errors, port
 from spotfleet_operator.pipeline import Ctx, Stop
 
 #: Longest wait for a replacement to run before what it replaces is terminated anyway.
 REPLACEMENT_WAIT = dt.timedelta(minutes=10)
+
+
+def _since(t0: float) -> float:
+    return time.perf_counter() - t0
 
 
 @dataclass
@@ -60,15 +65,21 @@ async def act(
                 **tags_base,
                 **port.ownership_tags(ctx.uid, ctx.namespace, ctx.name, launch.pool),
             }
-            result = await provider.launch(
-                launch.pool,
-                launch.count,
-                template,
-                token,
-                tags,
-                subnet_id=subnets.get(launch.pool.zone),
-                template_version=version,
-            )
+            t0 = time.perf_counter()
+            try:
+                result = await provider.launch(
+                    launch.pool,
+                    launch.count,
+                    template,
+                    token,
+                    tags,
+                    subnet_id=subnets.get(launch.pool.zone),
+                    template_version=version,
+                )
+            except errors.AwsError as e:
+                audit.launch(ctx, launch.pool, launch.count, token, None, e.code, _since(t0))
+                raise
+            audit.launch(ctx, launch.pool, launch.count, token, result, None, _since(t0))
             if result.instance_ids:
                 new_ids.extend(result.instance_ids)
                 step.launched.append((launch.pool, len(result.instance_ids)))
@@ -109,6 +120,7 @@ async def act(
                 )
             if step.failure is not None:
                 break
+        audit.replacements_launched(ctx, new_ids)
         if rebalanced and step.launched:
             ctx.ps.note_replacements(rebalanced, now)
         if plan.terminations:  # these launches replace instances: remember them
@@ -125,7 +137,13 @@ async def act(
             step.deferred = len(plan.terminations)
         else:
             ids = [t.instance_id for t in plan.terminations]
-            await provider.terminate(ids)
+            t0 = time.perf_counter()
+            try:
+                done = await provider.terminate(ids)
+            except errors.AwsError as e:
+                audit.terminate(ctx, plan.terminations, None, e.code, _since(t0))
+                raise
+            audit.terminate(ctx, plan.terminations, done, None, _since(t0))
             acct.sweep.terminated(ids, now)
             step.terminated = list(plan.terminations)
     return step
