@@ -76,8 +76,8 @@ async def act(
                     subnet_id=subnets.get(launch.pool.zone),
                     template_version=version,
                 )
-            except errors.AwsError as e:
-                audit.launch(ctx, launch.pool, launch.count, token, None, e.code, _since(t0))
+            except errors.AwsError as exc:
+                audit.launch(ctx, launch.pool, launch.count, token, None, exc.code, _since(t0))
                 raise
             audit.launch(ctx, launch.pool, launch.count, token, result, None, _since(t0))
             if result.instance_ids:
@@ -140,8 +140,8 @@ async def act(
             t0 = time.perf_counter()
             try:
                 done = await provider.terminate(ids)
-            except errors.AwsError as e:
-                audit.terminate(ctx, plan.terminations, None, e.code, _since(t0))
+            except errors.AwsError as exc:
+                audit.terminate(ctx, plan.terminations, None, exc.code, _since(t0))
                 raise
             audit.terminate(ctx, plan.terminations, done, None, _since(t0))
             acct.sweep.terminated(ids, now)

@@ -442,9 +442,7 @@ class Store:
         async with self._sessions() as s:
             for table, column in targets:
                 res: Any = await s.execute(delete(table).where(col(column) < before))
-                out[str(getattr(table, "__tablename__", table.__name__))] = int(
-                    res.rowcount or 0
-                )
+                out[str(getattr(table, "__tablename__", table.__name__))] = int(res.rowcount or 0)
             await s.commit()
         return out
 

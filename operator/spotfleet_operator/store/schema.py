@@ -83,14 +83,17 @@ async def differences(engine: AsyncEngine) -> list[Any]:
     """What differs between the database and the tables in ``tables.py`` (empty: they
     agree). The tests use this to prove the revisions build exactly the tables."""
     from alembic.autogenerate import compare_metadata
+    from sqlmodel import SQLModel
 
     from spotfleet_operator.store import tables
+
+    assert tables.TABLES  # every table is registered on SQLModel.metadata
 
     def diff(conn: sqlalchemy.Connection) -> list[Any]:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return [
             d
-            for d in compare_metadata(ctx, tables.SQLModel.metadata)
+            for d in compare_metadata(ctx, SQLModel.metadata)
             if not (isinstance(d, tuple) and d and d[0] == "remove_table")
         ]
 

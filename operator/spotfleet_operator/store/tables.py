@@ -104,9 +104,7 @@ class PriceObservation(SQLModel, table=True):
 
     __tablename__ = "price_observations"
     __table_args__ = (
-        UniqueConstraint(
-            "region", "zone", "instance_type", "product", "at", name="uq_price_point"
-        ),
+        UniqueConstraint("region", "zone", "instance_type", "product", "at", name="uq_price_point"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

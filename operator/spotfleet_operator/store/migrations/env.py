@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import text
+from sqlmodel import SQLModel
 
-from spotfleet_operator.store import tables
+from spotfleet_operator.store import tables  # noqa: F401 (registers the tables)
 
 #: pg_advisory_xact_lock key of schema migrations ("spotfleet" in ASCII, truncated).
 LOCK_KEY = 0x73706F74666C6565
@@ -19,7 +20,7 @@ if connection is None:  # pragma: no cover - only ever run through store.schema
 
 context.configure(
     connection=connection,
-    target_metadata=tables.SQLModel.metadata,
+    target_metadata=SQLModel.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )

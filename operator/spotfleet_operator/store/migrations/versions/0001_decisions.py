@@ -10,8 +10,8 @@ Revises:
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString
 
 revision = "0001"
 down_revision = None
@@ -20,7 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    s = sqlmodel.sql.sqltypes.AutoString
+    s = AutoString
     op.create_table(
         "decisions",
         sa.Column("id", sa.Integer(), nullable=False),

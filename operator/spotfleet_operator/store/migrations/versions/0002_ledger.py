@@ -9,15 +9,15 @@ Revises: 0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-S = sqlmodel.sql.sqltypes.AutoString
+S = AutoString
 T = sa.DateTime(timezone=True)
 
 
@@ -90,9 +90,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_price_observations_region", "price_observations", ["region"])
-    op.create_index(
-        "ix_price_observations_instance_type", "price_observations", ["instance_type"]
-    )
+    op.create_index("ix_price_observations_instance_type", "price_observations", ["instance_type"])
     op.create_index("ix_price_observations_at", "price_observations", ["at"])
 
     op.create_table(
