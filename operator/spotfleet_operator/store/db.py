@@ -35,7 +35,7 @@ from sqlmodel import SQLModel, col, delete, func, select
 
 from spotfleet_operator import metrics as metrics_mod
 from spotfleet_operator import scrub
-from spotfleet_operator.store import schema, tables
+from spotfleet_operator.store import ledger, schema, tables
 
 log = logging.getLogger("spotfleet.store")
 
@@ -272,13 +272,16 @@ class Store:
     async def decision_in_force(
         self, namespace: str, policy: str, at: dt.datetime
     ) -> tables.DecisionRecord | None:
-        """The last decision of the policy made before ``at``."""
+        """The last decision of the policy made before ``at`` that changed what runs
+        (dry-run and infeasible decisions do not: :func:`ledger.counts`)."""
         t = tables.DecisionRecord
         stmt = (
             select(t)
             .where(t.namespace == namespace)
             .where(t.policy == policy)
             .where(col(t.at) < at)
+            .where(col(t.dry_run).is_(False))
+            .where(col(t.outcome).not_in(sorted(ledger.SKIPPED_OUTCOMES)))
             .order_by(col(t.at).desc(), col(t.id).desc())
             .limit(1)
         )
@@ -462,10 +465,12 @@ class Store:
             return row
 
     async def promote(self, sha256: str, at: dt.datetime) -> None:
-        """Make ``sha256`` the one promoted model (any other is demoted)."""
+        """Make ``sha256`` the one promoted model of its region (the region's others are
+        demoted)."""
         t = tables.ModelVersion
         async with self._sessions() as s:
-            for m in (await s.execute(select(t))).scalars().all():
+            chosen = (await s.execute(select(t).where(t.artifact_sha256 == sha256))).scalar_one()
+            for m in (await s.execute(select(t).where(t.region == chosen.region))).scalars():
                 want = m.artifact_sha256 == sha256
                 if m.promoted != want:
                     m.promoted = want
