@@ -342,7 +342,8 @@ async def test_ledger_rollup_prices_each_hour_by_the_plan_in_force(store_url: st
         by = {ledger._utc(r.hour): r for r in rows}
         h0, h1, h2 = T0, T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)
         assert list(by) == [h0, h1, h2]
-        # 12:30-13:00 at $2; 13:00-13:15 at $2, 13:15-14:00 at $4 (dry run ignored); 14:00-14:30 at $4
+        # 12:30-13:00 at $2; 13:00-13:15 at $2, 13:15-14:00 at $4 (the dry run ignored);
+        # 14:00-14:30 at $4
         assert by[h0].cost == "1.000000" and by[h0].covered_hours == "0.500000"
         assert by[h1].cost == "3.500000" and by[h1].launches == 2
         assert by[h2].cost == "2.000000" and by[h2].covered_hours == "0.500000"
