@@ -36,10 +36,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from spotfleet_operator import metrics, reconcile  # noqa: E402
-from spotfleet_operator.store import Store, tables  # noqa: E402
 from tests.component.fake_ec2 import FakeEc2  # noqa: E402
 from tests.component.harness import MARKET_TIME, make_deps, policy  # noqa: E402
+
+from spotfleet_operator import metrics, reconcile  # noqa: E402
+from spotfleet_operator.store import Store, tables  # noqa: E402
 
 T0 = dt.datetime(2021, 5, 1, tzinfo=dt.UTC)
 
