@@ -299,8 +299,8 @@ def snapshot_at(
     to the bundled advisor of the history's region, taken at ``now``.
     Placement scores stay empty unless ``zone_ids`` (this account's zone name
     -> AZ ID mapping) is given, then ``placement_scores`` (default: the
-    modelled scores, :func:`load_bundled_placement_scores`) are joined through it; the bundled 2021 history
-    comes with no such mapping, so by default there are none.
+    modelled scores, :func:`load_bundled_placement_scores`) are joined through it;
+    the bundled 2021 history comes with no such mapping, so by default there are none.
     """
     t_now = int(now.timestamp())
     t_from = int((now - lookback).timestamp())
