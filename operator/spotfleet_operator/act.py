@@ -138,11 +138,14 @@ async def act(
         else:
             ids = [t.instance_id for t in plan.terminations]
             t0 = time.perf_counter()
+            ctx.ps.terminating.update(ids)
             try:
                 done = await provider.terminate(ids)
             except errors.AwsError as exc:
                 audit.terminate(ctx, plan.terminations, None, exc.code, _since(t0))
                 raise
+            finally:
+                ctx.ps.terminating.difference_update(ids)
             audit.terminate(ctx, plan.terminations, done, None, _since(t0))
             acct.sweep.terminated(ids, now)
             step.terminated = list(plan.terminations)

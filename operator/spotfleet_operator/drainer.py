@@ -159,7 +159,10 @@ class Drainer:
                 return True
             iid = notice.instance_id
             if not (
-                iid in ps.doomed or iid in ps.interruptions or acct.sweep.terminated_by_us(iid)
+                iid in ps.doomed
+                or iid in ps.interruptions
+                or iid in ps.terminating
+                or acct.sweep.terminated_by_us(iid)
             ):
                 # stopped without a warning, and not by us: an interruption too
                 audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)

@@ -175,6 +175,9 @@ class PolicyState:
     #: interruption notices waiting for their replacement to run (instance id -> the
     #: store's row; :mod:`spotfleet_operator.audit`)
     interruptions: dict[str, Any] = field(default_factory=dict)
+    #: instances a terminate call of ours is under way for (their state-change events
+    #: can arrive before the call returns: they are no interruption)
+    terminating: set[str] = field(default_factory=set)
 
     def seed(self, status: Mapping[str, Any] | None, now: dt.datetime) -> None:
         """Recover what survives a restart from the policy's last status (once)."""

@@ -212,7 +212,9 @@ def test_scale_up_interruption_scale_down_are_in_the_ledger(
     assert row.kind == "warning" and row.pool and row.replacement_ids
     assert row.replaced_at is not None and row.time_to_replace_seconds is not None
     assert row.time_to_replace_seconds > 0
-    assert [r.instance_id for r in got["interruptions"]] == [victim]
+    assert [r.instance_id for r in got["interruptions"]] == [victim], [
+        (r.instance_id, r.kind, r.notice_at) for r in got["interruptions"]
+    ]
 
     # actions: one row per CreateFleet / TerminateInstances call the cloud saw
     launches = [a for a in got["actions"] if a.kind == "launch"]
