@@ -92,7 +92,12 @@ class MarketSnapshot:
 
 SPOT_PRICES_2021_FILE = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
 ADVISOR_FILE = "spot_advisor_linux_3snapshots.csv.gz"
-SPOTLAKE_FILE = "spotlake_aws_snapshot_2022-07-12T0420Z_all_types.csv.gz"
+OFFERINGS_AZ_ID_FILE = "ec2_instance_type_offerings_azid_moto-5.2.5.csv.gz"
+#: The placement-score model: AWS's 1..10 score of a type in a zone that offers it, from
+#: the type's Spot Instance Advisor interruption band in the region (newest snapshot):
+#: <5 % -> 9, 5-10 % -> 7, 10-15 % -> 5, 15-20 % -> 4, >20 % -> 2. It stands in for
+#: measured scores (SpotLake's, CC BY-NC 4.0, are not shipped: data/README.md).
+BAND_TO_PLACEMENT_SCORE: Mapping[int, int] = {0: 9, 1: 7, 2: 5, 3: 4, 4: 2}
 
 
 def _rows(name: str) -> Iterator[dict[str, str]]:
@@ -254,17 +259,25 @@ def load_bundled_advisor(region: str = "us-east-1") -> AdvisorHistory:
 
 @functools.lru_cache(maxsize=32)
 def load_bundled_placement_scores(region: str = "us-east-1") -> Mapping[tuple[str, str], int]:
-    """SpotLake's 2022-07-12 placement scores of ``region`` keyed by (type, AZ ID).
+    """Modelled placement scores of ``region`` keyed by (type, AZ ID), AWS's 1..10 scale
+    (:data:`BAND_TO_PLACEMENT_SCORE`): every (type, AZ ID) the region offers (moto 5.2.5's
+    offerings) whose type has an advisor band in the newest snapshot of the region.
 
     Keys use AZ *IDs* ("use1-az4"), not names: AWS maps names ("us-east-1a")
     to IDs differently in every account, so they can only be joined with a
     price history through that account's mapping (``snapshot_at(zone_ids=...)``).
-    Scores are SpotLake's SPS values as stored (1..3 in this file).
     """
+    snaps = _advisor_all().get(region, {})
+    if not snaps:
+        return {}
+    newest = snaps[max(snaps)]
     out: dict[tuple[str, str], int] = {}
-    for r in _rows(SPOTLAKE_FILE):
-        if r["Region"] == region and r["SPS"]:
-            out[(r["InstanceType"], r["AZ"])] = int(float(r["SPS"]))
+    for r in _rows(OFFERINGS_AZ_ID_FILE):
+        if r["region"] != region:
+            continue
+        entry = newest.get(r["instance_type"])
+        if entry is not None:
+            out[(r["instance_type"], r["location"])] = BAND_TO_PLACEMENT_SCORE[entry.band]
     return out
 
 
@@ -286,8 +299,8 @@ def snapshot_at(
     to the bundled advisor of the history's region, taken at ``now``.
     Placement scores stay empty unless ``zone_ids`` (this account's zone name
     -> AZ ID mapping) is given, then ``placement_scores`` (default: the
-    bundled SpotLake file) are joined through it; the bundled 2021 history
-    comes with no such mapping, so by default there are none.
+    modelled scores, :func:`load_bundled_placement_scores`) are joined through it;
+    the bundled 2021 history comes with no such mapping, so by default there are none.
     """
     t_now = int(now.timestamp())
     t_from = int((now - lookback).timestamp())

@@ -5,18 +5,23 @@ quota answers mark the pools avoided for the next plan."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
-from spotfleet_operator import failures, state
+from spotfleet_operator import audit, failures, state
 from spotfleet_operator.api import spec as spec_model
 from spotfleet_operator.aws import errors, port
 from spotfleet_operator.pipeline import Ctx, Stop
 
 #: Longest wait for a replacement to run before what it replaces is terminated anyway.
 REPLACEMENT_WAIT = dt.timedelta(minutes=10)
+
+
+def _since(t0: float) -> float:
+    return time.perf_counter() - t0
 
 
 @dataclass
@@ -62,6 +67,7 @@ async def act(
             }
             if digest:
                 tags[port.TAG_SPEC_HASH] = digest
+            t0 = time.perf_counter()
             try:
                 result = await provider.launch(
                     launch.pool,
@@ -74,20 +80,26 @@ async def act(
                 )
             except errors.AwsError as gone:
                 if not (digest and template_gone(gone)):
+                    audit.launch(ctx, launch.pool, launch.count, token, None, gone.code, _since(t0))
                     raise
                 # the shared template was collected since it was listed: make it again
                 async with acct.templates_lock:
                     acct.templates = None
                 template, version, digest = await ensure_template(ctx, spec, provider, acct)
-                result = await provider.launch(
-                    launch.pool,
-                    launch.count,
-                    template,
-                    token,
-                    tags,
-                    subnet_id=subnets.get(launch.pool.zone),
-                    template_version=version,
-                )
+                try:
+                    result = await provider.launch(
+                        launch.pool,
+                        launch.count,
+                        template,
+                        token,
+                        tags,
+                        subnet_id=subnets.get(launch.pool.zone),
+                        template_version=version,
+                    )
+                except errors.AwsError as exc:
+                    audit.launch(ctx, launch.pool, launch.count, token, None, exc.code, _since(t0))
+                    raise
+            audit.launch(ctx, launch.pool, launch.count, token, result, None, _since(t0))
             if result.instance_ids:
                 new_ids.extend(result.instance_ids)
                 step.launched.append((launch.pool, len(result.instance_ids)))
@@ -128,6 +140,7 @@ async def act(
                 )
             if step.failure is not None:
                 break
+        audit.replacements_launched(ctx, new_ids)
         if rebalanced and step.launched:
             ctx.ps.note_replacements(rebalanced, now)
         if plan.terminations:  # these launches replace instances: remember them
@@ -144,7 +157,16 @@ async def act(
             step.deferred = len(plan.terminations)
         else:
             ids = [t.instance_id for t in plan.terminations]
-            await provider.terminate(ids)
+            t0 = time.perf_counter()
+            ctx.ps.terminating.update(ids)
+            try:
+                done = await provider.terminate(ids)
+            except errors.AwsError as exc:
+                audit.terminate(ctx, plan.terminations, None, exc.code, _since(t0))
+                raise
+            finally:
+                ctx.ps.terminating.difference_update(ids)
+            audit.terminate(ctx, plan.terminations, done, None, _since(t0))
             acct.sweep.terminated(ids, now)
             step.terminated = list(plan.terminations)
     return step

@@ -26,7 +26,8 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("aws", "AWS"),
     ("interruptions", "Interruption notices"),
     ("kubernetes", "Kubernetes"),
-    ("store", "Audit store"),
+    ("store", "Store (decisions, actions, interruptions, prices, ledger, models)"),
+    ("jobs", "Store jobs (price ingestion, ledger roll-up, retention)"),
     ("serving", "Endpoints and logs"),
 )
 
@@ -124,6 +125,13 @@ class OperatorConfig(pydantic.BaseModel):
     risk_model: str = _f(
         "bundled", "reconcile", "'bundled' (XGBoost artifact), 'advisor', or an artifact path."
     )
+    risk_model_from_store: bool = _f(
+        False,
+        "reconcile",
+        "Load the risk model promoted in the store (`spotfleet train --from-store`) at "
+        "start-up instead of --risk-model; when the store has none or cannot be read, "
+        "--risk-model is used and a warning logged.",
+    )
 
     # -- aws -----------------------------------------------------------------
     aws_endpoint_url: str | None = _f(
@@ -215,14 +223,54 @@ class OperatorConfig(pydantic.BaseModel):
     database_url: str = _f(
         "sqlite+aiosqlite:///spotfleet-audit.db",
         "store",
-        "Audit store: postgresql://... or sqlite:///path.",
+        "The store: postgresql://... (asyncpg) or sqlite:///path (aiosqlite); its schema is "
+        "migrated to the newest revision at start-up.",
     )
     store_queue_size: int = _f(
         10_000,
         "store",
-        "Audit rows buffered while the database is slow or down; beyond it rows are dropped "
-        "and counted.",
+        "Store rows buffered in memory while the database is slow or down; beyond it rows "
+        'are dropped and counted (spotfleet_store_rows_total{outcome="dropped"}).',
         ge=1,
+    )
+    store_retention_days: float = _f(
+        90.0,
+        "store",
+        "Days decisions, actions, interruptions, prices and ledger rows are kept "
+        "(0: forever; model versions are always kept).",
+        ge=0,
+    )
+
+    # -- jobs ------------------------------------------------------------------
+    price_ingestion_minutes: float = _f(
+        15.0,
+        "jobs",
+        "Minutes between price-ingestion runs (DescribeSpotPriceHistory for every tenant "
+        "and region in use, from the newest stored point); 0: off.",
+        ge=0,
+    )
+    price_backfill_hours: float = _f(
+        168.0,
+        "jobs",
+        "Hours of price history the first ingestion of an instance type fetches (EC2 "
+        "keeps 90 days).",
+        gt=0,
+        le=24 * 90,
+    )
+    ledger_rollup_minutes: float = _f(
+        60.0, "jobs", "Minutes between savings-ledger roll-ups; 0: off.", ge=0
+    )
+    ledger_lookback_hours: float = _f(
+        24.0 * 7,
+        "jobs",
+        "Hours back the ledger roll-up reaches for a policy without ledger rows yet.",
+        gt=0,
+    )
+    retention_minutes: float = _f(
+        60.0, "jobs", "Minutes between retention prunes (store_retention_days); 0: off.", ge=0
+    )
+    job_timeout_seconds: float = _f(
+        300.0, "jobs", "Longest one run of a store job may take, seconds.", gt=0
     )
 
     # -- serving ---------------------------------------------------------------

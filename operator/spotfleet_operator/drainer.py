@@ -23,9 +23,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from spotfleet_operator import audit as audit_mod
 from spotfleet_operator import metrics as metrics_mod
 from spotfleet_operator import state as state_mod
 from spotfleet_operator.aws import queue as queue_mod
+from spotfleet_operator.pipeline import AuditSink
 
 log = logging.getLogger("spotfleet.drainer")
 
@@ -52,6 +54,8 @@ class Drainer:
     doomed_seconds: float = 600.0
     max_receives: int = 5
     release_after_seconds: int = 10
+    #: the store's writer queue: one row per notice (None: no store)
+    audit: AuditSink | None = None
     counts: Counts = field(default_factory=Counts)
     _beat: float = field(default_factory=time.monotonic)
 
@@ -118,7 +122,9 @@ class Drainer:
             return False
         owned, region, acct = found
         ns, name = ps.ref.split("/", 1)
+        notice_at = audit_mod.event_time(m.body) or now
         if notice.kind == queue_mod.INTERRUPTION:
+            audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)
             self.metrics.interruptions.labels(ns, name).inc()
             ps.doom(notice.instance_id, now + dt.timedelta(seconds=self.doomed_seconds))
             self.state.mark_unavailable(region, [owned.pool], now)
@@ -136,6 +142,7 @@ class Drainer:
                 self.counts.ignored += 1
                 self.metrics.queue_messages.labels("ignored").inc()
                 return True
+            audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)
             ps.doom(notice.instance_id, now + dt.timedelta(seconds=self.doomed_seconds))
             ps.notices.append(
                 (
@@ -150,6 +157,15 @@ class Drainer:
                 self.counts.ignored += 1
                 self.metrics.queue_messages.labels("ignored").inc()
                 return True
+            iid = notice.instance_id
+            if not (
+                iid in ps.doomed
+                or iid in ps.interruptions
+                or iid in ps.terminating
+                or acct.sweep.terminated_by_us(iid)
+            ):
+                # stopped without a warning, and not by us: an interruption too
+                audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)
             acct.sweep.terminated([notice.instance_id], now)
         self.counts.handled += 1
         self.metrics.queue_messages.labels("handled").inc()

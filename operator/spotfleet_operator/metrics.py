@@ -161,10 +161,46 @@ class Metrics:
             "Failed attempts to write a batch of audit rows (they are retried).",
             registry=r,
         )
+        self.store_rows_submitted = prom.Counter(
+            "spotfleet_store_rows_submitted_total",
+            "Rows handed to the store's writer queue, by table (written + dropped + queued).",
+            ("table",),
+            registry=r,
+        )
+        self.store_up = prom.Gauge(
+            "spotfleet_store_up",
+            "1 while the store's last write succeeded, 0 while it is retrying an outage.",
+            registry=r,
+        )
+        self.job_runs = prom.Counter(
+            "spotfleet_job_runs_total",
+            "Runs of the operator's background jobs (prices, ledger, retention) by outcome.",
+            ("job", "outcome"),
+            registry=r,
+        )
+        self.job_rows = prom.Counter(
+            "spotfleet_job_rows_total",
+            "Rows a background job wrote (new price points, ledger hours) or deleted (retention).",
+            ("job",),
+            registry=r,
+        )
+        self.job_errors = prom.Counter(
+            "spotfleet_job_errors_total",
+            "Errors of the operator's background jobs (one per failed unit of work).",
+            ("job",),
+            registry=r,
+        )
+        self.job_duration = prom.Histogram(
+            "spotfleet_job_duration_seconds",
+            "Wall time of one run of a background job.",
+            ("job",),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.build_info = prom.Gauge(
             "spotfleet_build_info",
-            "The operator's version and risk model (value 1).",
-            ("version", "risk_model"),
+            "The operator's version, risk model and the model's version (artifact hash) (value 1).",
+            ("version", "risk_model", "model_version"),
             registry=r,
         )
         self.orphaned_instances = prom.Gauge(

@@ -63,6 +63,15 @@ class Deps:
     #: UIDs of every SpotPolicy that exists, across shards (None: orphan detection off)
     live_policy_uids: Callable[[], Awaitable[set[str]]] | None = None
     limiter: asyncio.Semaphore | None = None
+    #: told what each reconcile observed: (credentials, region, policy, catalog) (the
+    #: price-ingestion job's registry of what is in use; None: no job)
+    on_observed: (
+        Callable[
+            [credentials.TenantCredentials, str, Any, catalog_mod.Catalog],
+            None,
+        ]
+        | None
+    ) = None
     _scored: dict[str, marketdata.SnapshotRisk] = field(default_factory=dict)
 
     def scored(

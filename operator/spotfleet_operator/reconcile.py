@@ -40,7 +40,7 @@ from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, planner
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.risk import protocol as risk_protocol
-from spotfleet_operator import act, api, failures, figures, observe, state
+from spotfleet_operator import act, api, audit, failures, figures, observe, state
 from spotfleet_operator import status as status_mod
 from spotfleet_operator.api import spec as spec_model
 from spotfleet_operator.aws import credentials, errors, port
@@ -208,6 +208,9 @@ async def _observe_decide_act(
         view.policy,
         view.market,
     )
+    audit.settle(ctx, acct.sweep.instances(ctx.uid, now))  # replacements that run now
+    if deps.on_observed is not None:  # the price-ingestion job learns what is in use
+        deps.on_observed(creds, spec.region, policy, catalog)
     observed = dataclasses.replace(
         observed,
         instances=acct.sweep.instances(ctx.uid, now),
@@ -428,5 +431,6 @@ def _audit(ctx: Ctx, observed: status_mod.Observed, acted: status_mod.Acted) -> 
             launches=n_launched,
             terminations=len(acted.terminated),
             dry_run=bool(observed.spec is not None and observed.spec.dry_run),
+            **audit.decision_fields(plan),
         )
     )

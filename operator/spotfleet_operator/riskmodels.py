@@ -35,3 +35,43 @@ def load(
         return combined.CombinedRisk(xgb.load(Path(name).read_text(encoding="utf-8"), scorer=how))
     except (OSError, ValueError) as exc:
         raise RiskModelError(f"cannot load risk model {name!r}: {exc}") from exc
+
+
+def artifact_version(text: str | bytes) -> str:
+    """The version of an artifact: the first 12 hex digits of its SHA-256."""
+    import hashlib
+
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def version_of(name: str) -> str:
+    """The version the operator reports for the model ``name`` (what :func:`load` takes):
+    ``advisor``, or the artifact's hash (the bundled file's for ``bundled``)."""
+    if name == "advisor":
+        return "advisor"
+    try:
+        if name == "bundled":
+            import importlib.resources
+
+            from spotfleet_engine.risk import xgb
+
+            ref = importlib.resources.files("spotfleet_engine").joinpath(
+                "data", xgb.BUNDLED_ARTIFACT
+            )
+            return artifact_version(ref.read_bytes())
+        return artifact_version(Path(name).read_bytes())
+    except OSError:
+        return "unknown"
+
+
+def from_artifact(text: str, scorer: str = "auto") -> risk_protocol.RiskModel:
+    """A model from an artifact's JSON text (the store's promoted model), combined with
+    the advisor band like :func:`load`."""
+    from spotfleet_engine.risk import combined, xgb
+
+    how: xgb.Scorer = "numpy" if scorer == "numpy" else "xgboost" if scorer == "xgboost" else "auto"
+    try:
+        return combined.CombinedRisk(xgb.load(text, scorer=how))
+    except (ValueError, KeyError) as exc:
+        raise RiskModelError(f"cannot load the store's risk model: {exc}") from exc

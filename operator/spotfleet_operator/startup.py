@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import functools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -17,14 +18,17 @@ from typing import Any
 import kopf
 import prometheus_client
 
+import spotfleet_engine
 import spotfleet_operator
-from spotfleet_operator import config, drainer, kube, metrics, reconcile, riskmodels, state
+from spotfleet_operator import config, drainer, jobs, kube, metrics, reconcile, riskmodels, state
 from spotfleet_operator import store as store_mod
 from spotfleet_operator.aws import credentials, ec2, queue
 
 log = logging.getLogger("spotfleet.startup")
 
 MEMO_KEY = "spotfleet"
+#: Longest start-up waits for the store (migration, the promoted model), seconds.
+STORE_OPEN_SECONDS = 15.0
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Runtime:
     calls: ec2.Calls
     store: store_mod.Store | None
     drainer: drainer.Drainer | None = None
+    jobs: jobs.Jobs | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -67,7 +72,6 @@ def configure_settings(settings: kopf.OperatorSettings, cfg: config.OperatorConf
 async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -> Runtime:
     """Wire the dependencies once and keep them in ``memo``; start the background tasks."""
     m = metrics.Metrics()
-    m.build_info.labels(spotfleet_operator.__version__, cfg.risk_model).set(1)
 
     def on_client(service: str, client: Any) -> None:
         def after(event_name: str, parsed: Any = None, **_: Any) -> None:
@@ -101,7 +105,16 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
     store: store_mod.Store | None = None
     if cfg.database_url:
         store = store_mod.Store(cfg.database_url, cfg.store_queue_size, m)
-        await store.open()
+        try:  # the store is auxiliary: when it is away the writer migrates once it is back
+            await asyncio.wait_for(store.open(), STORE_OPEN_SECONDS)
+        except Exception as e:
+            log.warning(
+                "store not migrated at start-up (%s); reconciling without waiting for it",
+                type(e).__name__,
+            )
+    # the compiled forest scored by numpy: no xgboost or numba in the operator's memory
+    risk, risk_name, risk_version = await _risk_model(cfg, store)
+    m.build_info.labels(spotfleet_operator.__version__, risk_name, risk_version).set(1)
     fleet = state.FleetState(
         market_lookback=dt.timedelta(hours=cfg.market_lookback_hours),
         market_max_age=dt.timedelta(seconds=cfg.market_cache_seconds),
@@ -115,24 +128,32 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
         cloud=cloud,
         secrets=k,
         writer=k,
-        # the compiled forest scored by numpy: no xgboost or numba in the operator's memory
-        risk=riskmodels.load(cfg.risk_model, scorer="numpy"),
+        risk=risk,
         metrics=m,
         decide_pool=concurrent.futures.ThreadPoolExecutor(
             cfg.decide_workers, thread_name_prefix="decide"
         ),
         audit=store,
-        record=store_mod.DecisionRecord,
+        record=functools.partial(
+            store_mod.DecisionRecord,
+            engine_version=spotfleet_engine.__version__,
+            model_version=risk_version,
+        ),
         live_policy_uids=live.get,
         limiter=asyncio.Semaphore(cfg.max_concurrent_reconciles),
     )
     rt = Runtime(deps, k, calls, store)
+    if store is not None:
+        rt.jobs = jobs.Jobs(store, cloud, cfg, m)
+        deps.on_observed = rt.jobs.targets.note
     memo[MEMO_KEY] = rt
     if cfg.metrics_port:
         prometheus_client.start_http_server(cfg.metrics_port, registry=m.registry)
         log.info("metrics on :%d/metrics", cfg.metrics_port)
     if store is not None:
         rt.tasks.append(asyncio.create_task(store.run(), name="audit-writer"))
+    if rt.jobs is not None:
+        rt.tasks.extend(rt.jobs.tasks())
     if cfg.interruption_queue_url:
         q = queue.Queue(clients, calls, cfg.interruption_queue_url, cfg.aws_region)
         rt.drainer = drainer.Drainer(
@@ -141,9 +162,34 @@ async def build(memo: Any, cfg: config.OperatorConfig, kubeconfig: str | None) -
             m,
             poll_seconds=cfg.interruption_poll_seconds,
             doomed_seconds=cfg.doomed_instance_seconds,
+            audit=store,
         )
         rt.tasks.append(asyncio.create_task(rt.drainer.run(), name="interruption-drainer"))
     return rt
+
+
+async def _risk_model(
+    cfg: config.OperatorConfig, store: store_mod.Store | None
+) -> tuple[Any, str, str]:
+    """(model, name, version): the store's promoted model when asked for and present,
+    else ``cfg.risk_model`` (a store that cannot be read falls back, with a warning)."""
+    if cfg.risk_model_from_store and store is not None:
+        try:
+            row = await asyncio.wait_for(store.promoted_model(), STORE_OPEN_SECONDS)
+        except Exception as e:
+            row = None
+            log.warning("promoted risk model not read from the store (%s)", type(e).__name__)
+        if row is not None:
+            model = riskmodels.from_artifact(row.artifact, scorer="numpy")
+            log.info(
+                "risk model %s from the store (promoted %s)",
+                row.artifact_sha256[:12],
+                row.promoted_at,
+            )
+            return model, "store", row.artifact_sha256[:12]
+        log.warning("no promoted risk model in the store; using %s", cfg.risk_model)
+    model = riskmodels.load(cfg.risk_model, scorer="numpy")
+    return model, cfg.risk_model, riskmodels.version_of(cfg.risk_model)
 
 
 class _LiveUids:

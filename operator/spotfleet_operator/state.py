@@ -132,6 +132,10 @@ class FleetSweep:
         for iid in instance_ids:
             self._terminated[iid] = now
 
+    def terminated_by_us(self, instance_id: str) -> bool:
+        """The operator itself terminated ``instance_id`` (within :data:`SETTLE`)."""
+        return instance_id in self._terminated
+
     def forget_policy(self, policy_uid: str) -> None:
         self._by_policy.pop(policy_uid, None)
         self._launched.pop(policy_uid, None)
@@ -195,6 +199,12 @@ class PolicyState:
     notices: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     #: label sets of this policy's per-pool metric series (removed when they go away)
     metric_pools: set[tuple[str, str, str]] = field(default_factory=set)
+    #: interruption notices waiting for their replacement to run (instance id -> the
+    #: store's row; :mod:`spotfleet_operator.audit`)
+    interruptions: dict[str, Any] = field(default_factory=dict)
+    #: instances a terminate call of ours is under way for (their state-change events
+    #: can arrive before the call returns: they are no interruption)
+    terminating: set[str] = field(default_factory=set)
 
     def seed(self, status: Mapping[str, Any] | None, now: dt.datetime) -> None:
         """Recover what survives a restart from the policy's last status (once)."""

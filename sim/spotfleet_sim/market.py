@@ -1,11 +1,13 @@
-"""Real spot market data the stand-in cloud replays: prices, placement scores, advisor bands.
+"""Real spot market data the stand-in cloud replays: prices and advisor bands; and
+placement scores modelled from them.
 
 Price history comes from a CSV in the ``DescribeSpotPriceHistory`` layout
 (``timestamp,region,availability_zone,instance_type,product_description,spot_price``;
 gzip or plain); by default the bundled 2021 us-east-1 Linux file in
-``spotfleet_engine/data``. Placement scores come from the bundled SpotLake
-snapshot (one snapshot, so scores do not vary with time); advisor bands from the
-bundled Spot Instance Advisor snapshots (latest snapshot per type).
+``spotfleet_engine/data``. Advisor bands come from the bundled Spot Instance Advisor
+snapshots (latest snapshot per type); placement scores are modelled from those bands for
+every (type, zone ID) moto's offerings list (no measured scores are shipped: SpotLake's
+are non-commercial), so they do not vary with time.
 
 Times here are history times (epoch seconds of the data); the layer reports them
 through its timeline (:mod:`spotfleet_sim.timeline`), never later than the wall
@@ -21,6 +23,7 @@ import fnmatch
 import gzip
 import importlib.resources
 import io
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,12 +33,12 @@ from pathlib import Path
 from moto.ec2.models import availability_zones_and_regions
 
 DEFAULT_PRICES = "spot_prices_us-east-1_2021-03-02_to_2021-05-31_linux.csv.gz"
-SPOTLAKE = "spotlake_aws_snapshot_2022-07-12T0420Z_all_types.csv.gz"
 ADVISOR = "spot_advisor_linux_3snapshots.csv.gz"
 ON_DEMAND = "ec2_catalog_ondemand_spotavg_by_region_2024-04.csv.gz"
 
-#: SpotLake records AWS's placement score bucketed to 1..3; we report it on AWS's 1..10 scale.
-SPOTLAKE_TO_AWS_SCORE = {1: 3, 2: 6, 3: 9}
+#: The placement-score model (the same as spotfleet_engine.market.BAND_TO_PLACEMENT_SCORE):
+#: AWS's 1..10 score of a type in a zone that offers it, from the type's advisor band.
+BAND_TO_SCORE = {0: 9, 1: 7, 2: 5, 3: 4, 4: 2}
 
 #: Advisor band index -> upper bound of monthly interruption frequency, percent (AWS's ranges).
 ADVISOR_BAND_MAX_PCT = (5.0, 11.0, 16.0, 22.0, 100.0)
@@ -184,26 +187,32 @@ def zone_ids(region: str) -> dict[str, str]:
 
 
 class PlacementScores:
-    """AWS-scale (1..10) placement score per (region, zone ID, type) from SpotLake."""
+    """AWS-scale (1..10) placement score per (region, zone ID, type), modelled: every
+    (type, zone ID) moto's offerings list, scored by the type's newest advisor band in
+    the region (:data:`BAND_TO_SCORE`)."""
 
     def __init__(self, scores: dict[tuple[str, str, str], int]) -> None:
         self._scores = scores
 
     @classmethod
     def load(cls) -> PlacementScores:
+        bands = Advisor.load()
+        base = importlib.resources.files("moto").joinpath(
+            "ec2", "resources", "instance_type_offerings", "availability-zone-id"
+        )
         scores: dict[tuple[str, str, str], int] = {}
-        for rec in _open_text(None, SPOTLAKE):
-            try:
-                raw = int(float(rec["SPS"]))
-            except ValueError:
+        for f in sorted(base.iterdir(), key=lambda p: p.name):
+            if not f.name.endswith(".json.gz"):
                 continue
-            aws = SPOTLAKE_TO_AWS_SCORE.get(raw)
-            if aws is not None:
-                scores[(rec["Region"], rec["AZ"], rec["InstanceType"])] = aws
+            region = f.name[: -len(".json.gz")]
+            for o in json.loads(gzip.decompress(f.read_bytes())):
+                band = bands.band(region, o["InstanceType"])
+                if band is not None:
+                    scores[(region, o["Location"], o["InstanceType"])] = BAND_TO_SCORE[band]
         return cls(scores)
 
     def score(self, region: str, zone_id: str, instance_type: str) -> int | None:
-        """Score 1..10, or None when SpotLake has no entry."""
+        """Score 1..10, or None when the type is not offered there or has no band."""
         return self._scores.get((region, zone_id, instance_type))
 
     def regions(self) -> list[str]:

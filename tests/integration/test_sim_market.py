@@ -113,7 +113,7 @@ def test_filters_and_pagination_match_one_big_page(cloud_reset: Cloud) -> None:
     assert windows["SpotPriceHistory"] == []
 
 
-def test_placement_scores_come_from_spotlake_and_drop_for_marked_pools(cloud_reset: Cloud) -> None:
+def test_placement_scores_are_modelled_and_drop_for_marked_pools(cloud_reset: Cloud) -> None:
     ec2 = cloud_reset.boto3_client("ec2")
     zones = {
         z["ZoneName"]: z["ZoneId"] for z in ec2.describe_availability_zones()["AvailabilityZones"]

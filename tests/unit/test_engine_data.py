@@ -1,4 +1,4 @@
-"""The bundled-data loaders: catalog, spot price history, advisor, SpotLake scores."""
+"""The bundled-data loaders: catalog, spot price history, advisor, modelled placement scores."""
 
 from __future__ import annotations
 
@@ -165,7 +165,16 @@ def test_one_advisor_rule_for_replays_and_training() -> None:
 def test_placement_scores_need_a_zone_id_mapping() -> None:
     scores = market.load_bundled_placement_scores("us-east-1")
     assert scores and all(az.startswith("use1-az") for _, az in scores)
-    assert set(scores.values()) <= {1, 2, 3}
+    assert set(scores.values()) <= set(market.BAND_TO_PLACEMENT_SCORE.values())
+    # the model: a type's score follows its newest advisor band, the same in every zone
+    adv = market.load_bundled_advisor("us-east-1")
+    newest = adv.snapshots[-1][1]
+    for (t, _az), v in scores.items():
+        assert v == market.BAND_TO_PLACEMENT_SCORE[newest[t].band]
+    calm = {t for t, e in newest.items() if e.band == 0}
+    wild = {t for t, e in newest.items() if e.band == 4}
+    assert {scores[k] for k in scores if k[0] in calm} == {9}
+    assert {scores[k] for k in scores if k[0] in wild} == {2}
     hist = market.load_bundled_history()
     assert market.snapshot_at(hist, NOW).placement_scores == {}
     mapping = {"us-east-1a": "use1-az4"}

@@ -548,6 +548,7 @@ def test_scale_in_under_a_share_cap_and_min_pools_reaches_the_target(
     assert not small.launches
     assert small.terminations and {t.reason for t in small.terminations} == {"scale-in"}
     assert len(small.targets) >= 4
-    assert max(
-        n * cat.types[p.instance_type].vcpus for p, n in small.targets.items()
-    ) <= 0.30 * small.capacity + 1e-9
+    assert (
+        max(n * cat.types[p.instance_type].vcpus for p, n in small.targets.items())
+        <= 0.30 * small.capacity + 1e-9
+    )

@@ -68,7 +68,7 @@ def test_bundled_history_and_scores_load() -> None:
     scores = market.PlacementScores.load()
     ids = market.zone_ids("us-east-1")
     got = {scores.score("us-east-1", ids[z], "m5.large") for z in zones}
-    assert got - {None} <= set(market.SPOTLAKE_TO_AWS_SCORE.values())
+    assert got - {None} <= set(market.BAND_TO_SCORE.values()) and got - {None}
     advisor = market.Advisor.load()
     bands = {t: advisor.band("us-east-1", t) for t, _z, _p in h.pools()}
     calm = next(t for t, b in bands.items() if b == 0)

@@ -39,8 +39,38 @@ def train(
     threshold: float = typer.Option(0.05, help="relative price rise that counts as a spike"),
     seed: int = typer.Option(0),
     nthread: int = typer.Option(2, help="threads (fixed for reproducible results)"),
+    from_store: str | None = typer.Option(
+        None,
+        "--from-store",
+        help="train on the price history ingested into this store (DATABASE_URL); writes "
+        "a model_versions row and promotes the model when it passes the gate",
+    ),
+    region: str = typer.Option("us-east-1", "--region", help="region of the stored prices"),
+    test_days: float = typer.Option(7.0, "--test-days", help="--from-store: held-out last days"),
+    val_days: float = typer.Option(7.0, "--val-days", help="--from-store: validation days"),
+    max_ece: float = typer.Option(
+        0.05, "--max-ece", help="--from-store: promotion needs ECE at most this"
+    ),
+    report: Path | None = typer.Option(None, "--report", help="--from-store: verdict JSON"),
 ) -> None:
     """Train the interruption-risk model on a time-ordered split and write its artifact."""
+    if from_store is not None:
+        from spotfleet_cli.commands import train_store
+
+        train_store.command(
+            from_store,
+            region,
+            out,
+            horizon,
+            threshold,
+            test_days,
+            val_days,
+            max_ece,
+            seed,
+            nthread,
+            report=report,
+        )
+        return
     from spotfleet_cli.commands import risk as risk_cli
 
     risk_cli.train_command(prices, advisor, out, horizon, threshold, seed, nthread)
@@ -208,6 +238,38 @@ def backtest(
             progress=not no_progress,
         )
     )
+
+
+@app.command()
+def report(
+    policy: str = typer.Option(..., "--policy", help="namespace/name"),
+    start: str | None = typer.Option(
+        None, "--from", help="ISO date/time, UTC (default: 30 days back)"
+    ),
+    end: str | None = typer.Option(None, "--to", help="ISO date/time, UTC (default: now)"),
+    url: str | None = typer.Option(
+        None, "--database-url", help="the store (default: $SPOTFLEET_DATABASE_URL)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts"),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV for finance"),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="roll the ledger up to now first (writes the store)"
+    ),
+) -> None:
+    """Cost, on-demand equivalent, savings, interruptions and replacements of a policy, per
+    day and in total, from the store's savings ledger."""
+    from spotfleet_cli.commands import report as report_mod
+
+    raise typer.Exit(report_mod.command(url, policy, start, end, as_json, as_csv, refresh))
+
+
+def _db_app() -> typer.Typer:
+    from spotfleet_cli.commands import db as db_mod
+
+    return db_mod.app
+
+
+app.add_typer(_db_app(), name="db")
 
 
 @app.command()

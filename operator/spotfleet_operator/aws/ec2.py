@@ -227,7 +227,8 @@ class Ec2:
                 port.LaunchError(pool, e.get("ErrorCode", ""), e.get("ErrorMessage", ""))
                 for e in out.get("Errors", [])
             )
-            return port.LaunchResult(ids, errs)
+            rid = str(out.get("ResponseMetadata", {}).get("RequestId", ""))
+            return port.LaunchResult(ids, errs, rid)
 
         return await self._call("CreateFleet", run)
 

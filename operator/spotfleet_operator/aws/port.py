@@ -148,6 +148,7 @@ class LaunchResult:
 
     instance_ids: tuple[str, ...] = ()
     errors: tuple[LaunchError, ...] = ()
+    request_id: str = ""  # the AWS request id of the answer (the audit store's actions)
 
 
 @dataclass(frozen=True)

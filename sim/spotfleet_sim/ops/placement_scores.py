@@ -1,8 +1,9 @@
-"""GetSpotPlacementScores from the bundled SpotLake snapshot (docs/sim.md, Placement scores).
+"""GetSpotPlacementScores from the modelled placement scores (docs/sim.md, Placement scores).
 
-SpotLake's 1..3 buckets are reported as 3, 6, 9; several types score a zone by the
-best of them; a regional score is the best zone's; a pool the capacity book has
-run dry scores 1. Sorted highest first; ``MaxResults``/``NextToken`` paginate.
+A type's score in a zone is modelled from its advisor band (``market.BAND_TO_SCORE``:
+9, 7, 5, 4, 2); several types score a zone by the best of them; a regional score is
+the best zone's; a pool the capacity book has run dry scores 1. Sorted highest first;
+``MaxResults``/``NextToken`` paginate.
 """
 
 from __future__ import annotations

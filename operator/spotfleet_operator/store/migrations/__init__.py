@@ -1,0 +1,1 @@
+"""The store's Alembic revisions (``versions/``) and environment (``env.py``)."""
