@@ -328,7 +328,8 @@ def test_credentials_made_invalid_mid_run_then_fixed(
 ) -> None:
     k = crds_installed
     t = Tenant(k, namespace)
-    op = run(tmp_path, k, cloud)
+    # a rewritten Secret is read again within secret_cache_seconds (60 by default)
+    op = run(tmp_path, k, cloud, "--secret-cache-seconds", "5")
     try:
         uid = apply_policy(k, namespace)
         settled(k, namespace, "web", op)
