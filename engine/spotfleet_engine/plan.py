@@ -163,6 +163,9 @@ class Plan:
     binding_constraint: str | None = None
     stats: PlanStats = PlanStats()
     binding: explain.Binding | None = None
+    #: units of on-demand capacity held above the policy's on-demand split, in place
+    #: of spot that is out of capacity (0: none)
+    on_demand_fallback: float = 0.0
 
     @property
     def capacity(self) -> float:

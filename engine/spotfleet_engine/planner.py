@@ -20,6 +20,7 @@ own module (the model is in ``docs/engine.md``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -135,18 +136,33 @@ def decide(
     if fresh.status == "infeasible":
         over_eligible = milp_spec(policy, c, elig, split, slack, options)
         binding = explain.diagnose(policy, c, elig, over_eligible, spec, split)
-        if policy.min_capacity is not None and policy.min_capacity < policy.target:
-            spec = replace(spec, capacity_min=policy.min_capacity, capacity_goal=policy.target)
+        if binding[0] is explain.Binding.CAPACITY:
+            # spot pools out of capacity: on-demand stands in for the spot part
+            relaxed = on_demand_fallback(spec)
+            solved = milp.solve(relaxed)
+            if solved.status != "infeasible":
+                spec, fresh, binding = relaxed, solved, None
+                outcome = "Optimal" if solved.status == "optimal" else "Feasible"
+        floor = degraded_floor(policy, binding[0] if binding else None)
+        if fresh.status == "infeasible" and floor is not None:
+            spec = replace(spec, capacity_min=floor, capacity_goal=policy.target)
             fresh = milp.solve(spec)
         if fresh.status == "infeasible":
+            assert binding is not None
             return _infeasible(policy, fleet, binding, c, stats)
-        outcome = "Degraded"
+        if binding is not None:
+            outcome = "Degraded"
 
     chosen = fresh
     notes: tuple[str, ...] = ()
     if kept:
         left = max(0, policy.max_replacements_per_hour - fleet.replacements_last_hour)
         fast = options.fast_path and outcome != "Degraded"
+        running_od = sum(float(c.w[i]) * n for i, n in kept.items() if c.is_od[i])
+        if running_od > split.required(policy.target) + slack + 1e-9:
+            # on-demand runs in place of spot (a fallback): moving it back to spot is a
+            # move like any other (churn limit, minSavingsPercent), never a forced one
+            spec = on_demand_fallback(spec)
         settled = hysteresis.settle(policy, c, kept, fresh, spec, left, fast=fast, split=split)
         if settled.solution is None:
             return _infeasible(policy, fleet, explain.churn(policy, left), c, stats)
@@ -155,9 +171,32 @@ def decide(
             chosen.objective > fresh.objective * (1 + milp.MIP_REL_GAP) + 1e-9
         ):
             outcome = "Feasible"
-    return _build(
+    plan = _build(
         policy, c, chosen.x, running, scaled, not_eligible, outcome, binding, stats, notes, pruned
     )
+    held = plan.capacity
+    extra = plan.capacity_by_market.get(model.Market.ON_DEMAND, 0.0) - (
+        split.required(min(held, policy.target)) + slack
+    )
+    return replace(plan, on_demand_fallback=extra) if extra > 1e-9 else plan
+
+
+def on_demand_fallback(spec: milp.MilpSpec) -> milp.MilpSpec:
+    """``spec`` with on-demand capacity allowed above the split (in place of spot that
+    is out of capacity); the split's lower bound still holds."""
+    return replace(spec, on_demand=replace(spec.on_demand, slack=math.inf))
+
+
+def degraded_floor(policy: model.Policy, binding: explain.Binding | None) -> float | None:
+    """The least capacity a degraded plan may hold (it holds as much as it can up to the
+    target), or None when a shortfall is not acceptable: ``capacity.min`` below the
+    target; with the budget binding and no ``min``, down to nothing (the budget is a
+    ceiling, the fleet holds the most it allows)."""
+    if policy.min_capacity is not None and policy.min_capacity < policy.target:
+        return float(policy.min_capacity)
+    if binding is explain.Binding.BUDGET:
+        return 0.0
+    return None
 
 
 def _scale_in(

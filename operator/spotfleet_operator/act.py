@@ -112,17 +112,18 @@ async def act(
                     ],
                     now,
                 )
-            capacity = [
-                e
-                for e in result.errors
-                if e.kind in (errors.ErrorClass.CAPACITY, errors.ErrorClass.QUOTA)
-            ]
+            capacity = [e for e in result.errors if e.kind is errors.ErrorClass.CAPACITY]
             if capacity:
                 marked = ctx.deps.state.mark_unavailable(
                     spec.region, [e.pool for e in capacity], now
                 )
                 for e in capacity:
                     step.avoided[e.pool] = (e.code, marked[e.pool])
+            quota = [e for e in result.errors if e.kind is errors.ErrorClass.QUOTA]
+            for e in quota:  # the account's, not the pool's: hold the whole market
+                step.avoided[e.pool] = (e.code, acct.quota_refused(e.pool.market, e.code, now))
+            if result.instance_ids and not quota:
+                acct.quota_cleared(launch.pool.market)
             for e in result.errors:
                 if e.kind is errors.ErrorClass.AUTH:
                     raise errors.AwsError("CreateFleet", e.code, e.message, e.kind)
@@ -170,6 +171,43 @@ async def act(
             acct.sweep.terminated(ids, now)
             step.terminated = list(plan.terminations)
     return step
+
+
+async def retire_recommended(
+    ctx: Ctx,
+    provider: port.CloudProvider,
+    acct: state.AccountState,
+    plan: plan_mod.Plan,
+    instances: Sequence[port.OwnedInstance],
+) -> list[plan_mod.Terminate]:
+    """Terminate the instances under a rebalance recommendation once their replacements
+    run: the plan (made without them) launches nothing and holds the target, and no
+    instance of the policy is pending. Each counts as one replacement (churn)."""
+    ps = ctx.ps
+    live = {o.instance_id: o for o in instances}
+    ps.recommended.intersection_update(live)
+    if not ps.recommended or plan.launches or plan.capacity + 1e-9 < plan.target:
+        return []
+    if any(o.state == "pending" for o in instances):
+        return []
+    gone = [plan_mod.Terminate(iid, live[iid].pool, "rebalance") for iid in sorted(ps.recommended)]
+    ids = [t.instance_id for t in gone]
+    t0 = time.perf_counter()
+    ps.terminating.update(ids)
+    try:
+        done = await provider.terminate(ids)
+    except errors.AwsError as exc:
+        audit.terminate(ctx, gone, None, exc.code, _since(t0))
+        raise
+    finally:
+        ps.terminating.difference_update(ids)
+    audit.terminate(ctx, gone, done, None, _since(t0))
+    acct.sweep.terminated(ids, ctx.now)
+    ps.note_replacements(len(ids), ctx.now)
+    for iid in ids:
+        ps.recommended.discard(iid)
+        ps.doomed.pop(iid, None)
+    return gone
 
 
 async def ensure_template(

@@ -138,10 +138,25 @@ class Drainer:
             )
         elif notice.kind == queue_mod.REBALANCE:
             self.metrics.rebalance_recommendations.labels(ns, name).inc()
-            if ps.on_rebalance != "replace":
+            if ps.on_rebalance != "replace" or notice.instance_id in ps.recommended:
                 self.counts.ignored += 1
                 self.metrics.queue_messages.labels("ignored").inc()
                 return True
+            if ps.replacements_last_hour(now) >= ps.max_replacements:
+                ps.notices.append(
+                    (
+                        "Normal",
+                        "RebalanceRecommendation",
+                        f"rebalance recommendation for {notice.instance_id} "
+                        f"({owned.pool.key()}); not replaced: maxReplacementsPerHour "
+                        f"{ps.max_replacements} reached",
+                    )
+                )
+                self.counts.ignored += 1
+                self.metrics.queue_messages.labels("ignored").inc()
+                ps.poke()
+                return True
+            ps.recommended.add(notice.instance_id)
             audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)
             ps.doom(notice.instance_id, now + dt.timedelta(seconds=self.doomed_seconds))
             ps.notices.append(

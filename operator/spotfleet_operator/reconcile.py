@@ -112,7 +112,9 @@ async def run(body: Mapping[str, Any], deps: Deps, now: dt.datetime | None = Non
         rep.events[:0] = [status_mod.Event(*n) for n in ps.notices]
         ps.notices.clear()
         if observed.spec is not None:
-            ps.on_rebalance = observed.spec.rebalance_or_default().on_rebalance_recommendation
+            rebalance = observed.spec.rebalance_or_default()
+            ps.on_rebalance = rebalance.on_rebalance_recommendation
+            ps.max_replacements = rebalance.max_replacements_per_hour
         ps.reconciled_generation = ctx.generation
         result = Result(rep.status, rep.events, plan=acted.plan)
         if acted.failure is not None:
@@ -230,7 +232,7 @@ async def _observe_decide_act(
     for attempt in range(deps.config.max_replans + 1):
         instances = acct.sweep.instances(ctx.uid, now)
         doomed = ctx.ps.doomed_now(now)
-        plan = await _decide(ctx, policy, catalog, market, rs, instances, doomed, risk)
+        plan = await _decide(ctx, policy, catalog, market, rs, acct, instances, doomed, risk)
         if spec.dry_run or plan.outcome == "Infeasible":
             break
         step = await act.act(ctx, spec, provider, acct, plan, instances, view.subnets)
@@ -241,6 +243,12 @@ async def _observe_decide_act(
         failure = step.failure
         if not step.avoided or failure is not None or attempt == deps.config.max_replans:
             break
+    if failure is None and not launched and plan is not None and not spec.dry_run:
+        # recommended instances go once the fleet without them holds the plan
+        retired = await act.retire_recommended(
+            ctx, provider, acct, plan, acct.sweep.instances(ctx.uid, now)
+        )
+        terminated += retired
     active = rs.unavailable.active(now)
     observed = dataclasses.replace(
         observed,
@@ -248,20 +256,19 @@ async def _observe_decide_act(
         doomed=ctx.ps.doomed_now(now),
         avoided={p: u for p in active if (u := rs.unavailable.until(p)) is not None},
     )
-    if failure is None and avoided and not launched and plan is not None:
-        # every pool tried was out: say so, and retry with backoff rather than hammer
-        quota = [
-            p
-            for p, (code, _) in avoided.items()
-            if errors.classify_code(code) is errors.ErrorClass.QUOTA
-        ]
-        if quota:
-            code = avoided[quota[0]][0]
-            failure = failures.Failure(
-                failures.Kind.QUOTA_EXCEEDED,
-                f"{code}: the account's quota refuses more instances in {len(quota)} pool(s)",
-                f"CreateFleet:{code}",
-            )
+    held = acct.quota_held(now)
+    if failure is None and held and plan is not None and plan.capacity + 1e-9 < plan.target:
+        # the account's quota stops the fleet short: say so, and try again when the
+        # hold ends (backoff doubling per refusal), not on every reconcile
+        codes = sorted({code for _, code in held.values()})
+        until = min(u for u, _ in held.values())
+        markets = ", ".join(sorted(m.value for m in held))
+        failure = failures.Failure(
+            failures.Kind.QUOTA_EXCEEDED,
+            f"{'/'.join(codes)}: the account's quota refuses more {markets} instances; "
+            f"holding what runs, trying again after {until.isoformat(timespec='seconds')}",
+            f"CreateFleet:{'/'.join(codes)}",
+        )
     return observed, status_mod.Acted(
         plan=plan,
         launched=launched,
@@ -279,6 +286,7 @@ async def _decide(
     catalog: catalog_mod.Catalog,
     market: market_mod.MarketSnapshot,
     rs: state.RegionState,
+    acct: state.AccountState,
     instances: Sequence[port.OwnedInstance],
     doomed: frozenset[str],
     risk: risk_protocol.RiskModel,
@@ -289,7 +297,9 @@ async def _decide(
     decision — the same market snapshot (prices and advisor), avoided pools, fleet, churn
     budget and spec — and that decision is younger than ``decision_reuse_seconds``, the
     same plan is the answer and it is reused instead of solved again."""
-    unavailable = rs.unavailable.active(ctx.now)
+    unavailable = rs.unavailable.active(ctx.now) | quota_pools(
+        acct.quota_held(ctx.now), market, catalog
+    )
     fleet = model.Fleet(
         instances=tuple(
             model.FleetInstance(o.instance_id, o.pool, o.launched_at)
@@ -318,6 +328,22 @@ async def _decide(
     ctx.deps.metrics.decision_duration.observe(time.perf_counter() - t0)
     ctx.ps.last_decision = state.Decision(market, inputs, plan, ctx.now)
     return plan
+
+
+def quota_pools(
+    held: Mapping[model.Market, Any],
+    market: market_mod.MarketSnapshot,
+    catalog: catalog_mod.Catalog,
+) -> frozenset[model.Pool]:
+    """Every pool of the markets an account quota holds (they keep what runs and do
+    not grow, like pools out of capacity)."""
+    pools: set[model.Pool] = set()
+    if model.Market.SPOT in held:
+        pools.update(p for p, _ in market.spot_pools())
+    if model.Market.ON_DEMAND in held:
+        for t in catalog.types:
+            pools.update(catalog.on_demand_pools(t))
+    return frozenset(pools)
 
 
 def _comparable(s: Mapping[str, Any]) -> dict[str, Any]:

@@ -141,6 +141,11 @@ class FleetSweep:
         self._launched.pop(policy_uid, None)
 
 
+#: First hold of a market after a quota refusal; doubles per refusal in a row.
+QUOTA_BACKOFF = dt.timedelta(seconds=60)
+QUOTA_BACKOFF_MAX = dt.timedelta(minutes=15)
+
+
 @dataclass
 class AccountState:
     """What one tenant account in one region shares across its policies."""
@@ -153,6 +158,31 @@ class AccountState:
     #: a provider of the account (the last reconcile's) for its shared jobs
     provider: port.CloudProvider | None = None
     orphans: dict[str, str] = field(default_factory=dict)
+    #: markets whose account quota refused launches -> (retry after, refusals in a row)
+    quota: dict[model.Market, tuple[dt.datetime, int, str]] = field(default_factory=dict)
+
+    def quota_refused(self, market: model.Market, code: str, now: dt.datetime) -> dt.datetime:
+        """The account's quota refused a launch in ``market``: hold that market at what
+        runs until the returned time (QUOTA_BACKOFF doubling per refusal in a row, at
+        most QUOTA_BACKOFF_MAX); a quota is the account's, so every policy of the
+        account holds, and the other market can still grow."""
+        held = self.quota.get(market)
+        if held is not None and held[0] > now:
+            return held[0]  # one refusal per hold (a re-plan can meet it again)
+        hits = held[1] if held is not None else 0
+        until: dt.datetime = now + min(QUOTA_BACKOFF_MAX, QUOTA_BACKOFF * 2**hits)
+        self.quota[market] = (until, hits + 1, code)
+        return until
+
+    def quota_held(self, now: dt.datetime) -> dict[model.Market, tuple[dt.datetime, str]]:
+        """Markets held for a quota at ``now`` -> (until when, the refusal's error code);
+        expired holds are tried again, their refusal count stays until a launch in that
+        market succeeds."""
+        return {m: (until, code) for m, (until, _, code) in self.quota.items() if until > now}
+
+    def quota_cleared(self, market: model.Market) -> None:
+        """A launch in ``market`` succeeded without a quota refusal."""
+        self.quota.pop(market, None)
 
 
 @dataclass
@@ -189,6 +219,11 @@ class PolicyState:
     reconciled_generation: int | None = None
     #: spec.rebalance.onRebalanceRecommendation as last reconciled ("ignore"/"replace")
     on_rebalance: str = "ignore"
+    #: spec.rebalance.maxReplacementsPerHour as last reconciled
+    max_replacements: int = 10
+    #: instances under a rebalance recommendation (also doomed): terminated by us once
+    #: their replacements run
+    recommended: set[str] = field(default_factory=set)
     #: instances launched to replace others (a move): the replaced ones are terminated
     #: only once these run -> when they were launched
     replacing: dict[str, dt.datetime] = field(default_factory=dict)

@@ -239,7 +239,13 @@ def report(
                 reason = failure.reason
             else:
                 reason = cond.LAUNCHING
-            c.set(cond.CAPACITY_FULFILLED, cond.FALSE, reason, shown)
+            if reason == cond.QUOTA_EXCEEDED and failure is not None:
+                short: str | None = failure.message
+            else:
+                short = plan.binding_constraint if plan is not None else None
+            c.set(
+                cond.CAPACITY_FULFILLED, cond.FALSE, reason, f"{shown}: {short}" if short else shown
+            )
         elif effective > target + max(biggest, 1e-9) + 1e-9 and not (
             acted.deferred or acted.terminated or acted.launched
         ):
@@ -250,6 +256,15 @@ def report(
                 cond.ABOVE_TARGET,
                 f"{shown}: above the target by more than one instance"
                 + (f"; {why}" if why else ""),
+            )
+        elif plan is not None and plan.on_demand_fallback > 0 and not acted.deferred:
+            c.set(
+                cond.CAPACITY_FULFILLED,
+                cond.TRUE,
+                cond.ON_DEMAND_FALLBACK,
+                f"{shown}: {fig.amount(plan.on_demand_fallback)} {unit} on-demand in place "
+                "of spot (the spot pools are out of capacity); moved back to spot within "
+                "maxReplacementsPerHour once they return",
             )
         else:
             reason = cond.REPLACING if acted.deferred else cond.FULFILLED

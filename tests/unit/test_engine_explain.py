@@ -66,8 +66,16 @@ def test_max_price(cat: catalog.Catalog, snap: market.MarketSnapshot) -> None:
 
 
 def test_budget_infeasible_and_degraded(cat: catalog.Catalog, snap: market.MarketSnapshot) -> None:
+    # no capacity.min: the budget is a ceiling, the plan holds the most it allows
     p = decide(policy(target=1000, budget_per_hour=0.30), cat, snap)
-    assert (p.outcome, p.binding) == ("Infeasible", Binding.BUDGET)
+    assert (p.outcome, p.binding) == ("Degraded", Binding.BUDGET)
+    assert 0 < p.capacity < 1000 and p.cost_per_hour <= 0.30 + 1e-9
+    # ... and more budget holds more
+    more = decide(policy(target=1000, budget_per_hour=0.60), cat, snap)
+    assert more.capacity > p.capacity and more.cost_per_hour <= 0.60 + 1e-9
+    # a floor the budget cannot pay for is infeasible
+    floor = decide(policy(target=1000, budget_per_hour=0.30, min_capacity=900), cat, snap)
+    assert (floor.outcome, floor.binding) == ("Infeasible", Binding.BUDGET)
     degraded = decide(policy(target=1000, budget_per_hour=0.30, min_capacity=100), cat, snap)
     assert (degraded.outcome, degraded.binding) == ("Degraded", Binding.BUDGET)
     assert degraded.binding_constraint is not None
@@ -128,6 +136,26 @@ def test_capacity_running_pool_out_of_capacity_cannot_grow(
     assert (degraded.outcome, degraded.binding) == ("Degraded", Binding.CAPACITY)
     assert degraded.targets == {SPOT_1A: 16}
     assert degraded.launches == () and degraded.terminations == ()
+
+
+def test_on_demand_stands_in_for_spot_out_of_capacity_and_moves_back_within_churn(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """No on-demand is asked for, and the only spot pool is out of capacity: the plan
+    holds the target on-demand (nothing binds; ``on_demand_fallback`` says how much).
+    When spot returns, the on-demand instances move back at most
+    maxReplacementsPerHour at a time; with none left this hour they are kept."""
+    pol = policy(target=40, requirements=C5, zones=("us-east-1a",))
+    p = decide(pol, cat, dry(snap, SPOT_1A))
+    assert p.outcome == "Optimal" and p.binding is None
+    assert p.targets == {OD_1A: 10} and p.on_demand_fallback == 40
+    assert decide(pol, cat, snap).on_demand_fallback == 0  # spot there: no fallback
+    running = fleet_of(OD_1A, 10)
+    back = decide(replace(pol, max_replacements_per_hour=3), cat, snap, running)
+    assert [t.reason for t in back.terminations] == ["rebalance"] * 3
+    assert back.targets == {OD_1A: 7, SPOT_1A: 3} and back.on_demand_fallback == 28
+    kept = decide(replace(pol, max_replacements_per_hour=0), cat, snap, running)
+    assert kept.outcome == "NoChange" and kept.targets == {OD_1A: 10}
 
 
 def test_churn(cat: catalog.Catalog, snap: market.MarketSnapshot) -> None:

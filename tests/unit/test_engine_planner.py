@@ -229,8 +229,11 @@ def test_budget_infeasible_names_cheapest_feasible(
     ok = decide(replace(pol, budget_per_hour=cheapest + 0.01), cat, snap)
     assert ok.outcome in ("Optimal", "Feasible")
     assert ok.cost_per_hour <= cheapest + 0.01
+    # just below it the target cannot be paid for: without capacity.min the plan holds
+    # the most the budget allows (half of it cannot even pay the on-demand base: above)
     below = decide(replace(pol, budget_per_hour=cheapest - 0.01), cat, snap)
-    assert below.outcome == "Infeasible"
+    assert below.outcome == "Degraded" and below.binding is not None
+    assert 300 <= below.capacity < 1000 and below.cost_per_hour <= cheapest - 0.01 + 1e-9
 
 
 def test_budget_binds_cost_but_stays_feasible(

@@ -55,6 +55,8 @@ QUOTA_EXCEEDED = "QuotaExceeded"
 #: More capacity runs than the target plus one instance (scale-in pending, or a rule
 #: such as minPools needs more); the message says which.
 ABOVE_TARGET = "AboveTarget"
+#: The target is held, part of it on-demand in place of spot that is out of capacity.
+ON_DEMAND_FALLBACK = "OnDemandFallback"
 #: Replacements were launched; the instances they replace are terminated once they run.
 REPLACING = "Replacing"
 #: A condition could not be computed for the current generation (message: why).
