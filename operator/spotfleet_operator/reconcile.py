@@ -257,7 +257,11 @@ async def _observe_decide_act(
         avoided={p: u for p in active if (u := rs.unavailable.until(p)) is not None},
     )
     held = acct.quota_held(now)
-    if failure is None and held and plan is not None and plan.capacity + 1e-9 < plan.target:
+    refused_now = any(
+        errors.classify_code(code) is errors.ErrorClass.QUOTA for code, _ in avoided.values()
+    )
+    short = plan is not None and (refused_now or plan.capacity + 1e-9 < plan.target)
+    if failure is None and held and short:
         # the account's quota stops the fleet short: say so, and try again when the
         # hold ends (backoff doubling per refusal), not on every reconcile
         codes = sorted({code for _, code in held.values()})
