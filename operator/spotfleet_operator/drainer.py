@@ -81,29 +81,38 @@ class Drainer:
         while True:
             self._beat = time.monotonic()
             try:
-                messages = await self.queue.receive(wait_seconds=1)
+                got = await self.drain_once()
             except Exception as e:  # keep draining through outages
                 log.warning("interruption queue: %s", e)
                 await asyncio.sleep(self.poll_seconds)
                 continue
-            done: list[str] = []
-            for m in messages:
-                self.counts.received += 1
-                try:
-                    if await self.handle(m):
-                        done.append(m.receipt)
-                except Exception:  # one bad message never stops the others
-                    self.counts.malformed += 1
-                    self.metrics.queue_messages.labels("malformed").inc()
-                    log.warning("interruption message %s could not be handled", m.message_id)
-                    done.append(m.receipt)
-            if done:
-                await self.queue.delete(done)
-            if not messages:
+            if not got:
                 await asyncio.sleep(self.poll_seconds)
 
+    async def drain_once(self) -> int:
+        """One receive: handle each message, then delete the handled ones and make the
+        released ones visible again, each in batches; returns how many were received."""
+        messages = await self.queue.receive(wait_seconds=1)
+        done: list[str] = []
+        later: list[str] = []
+        for m in messages:
+            self.counts.received += 1
+            try:
+                (done if await self.handle(m) else later).append(m.receipt)
+            except Exception:  # one bad message never stops the others
+                self.counts.malformed += 1
+                self.metrics.queue_messages.labels("malformed").inc()
+                log.warning("interruption message %s could not be handled", m.message_id)
+                done.append(m.receipt)
+        if done:
+            await self.queue.delete(done)
+        if later:
+            await self.queue.release(later, self.release_after_seconds)
+        return len(messages)
+
     async def handle(self, m: queue_mod.Message, now: dt.datetime | None = None) -> bool:
-        """Record one message's fact. True: delete it; False: it was released for later."""
+        """Record one message's fact. True: delete it; False: release it for later (the
+        caller makes it visible again after ``release_after_seconds``)."""
         now = now or dt.datetime.now(dt.UTC)
         notice = queue_mod.parse_event(m.body)
         if notice is None:
@@ -118,7 +127,6 @@ class Drainer:
                 self.metrics.queue_messages.labels("foreign").inc()
                 return True
             self.counts.released += 1
-            await self.queue.release(m.receipt, self.release_after_seconds)
             return False
         owned, region, acct = found
         ns, name = ps.ref.split("/", 1)

@@ -35,9 +35,9 @@ from typing import Any
 
 import kopf
 
+from spotfleet_engine import candidates, model, planner
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
-from spotfleet_engine import model, planner
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.risk import protocol as risk_protocol
 from spotfleet_operator import act, api, audit, failures, figures, observe, state
@@ -302,7 +302,7 @@ async def _decide(
     budget and spec — and that decision is younger than ``decision_reuse_seconds``, the
     same plan is the answer and it is reused instead of solved again."""
     unavailable = rs.unavailable.active(ctx.now) | quota_pools(
-        acct.quota_held(ctx.now), market, catalog
+        acct.quota_held(ctx.now), policy, market, catalog
     )
     fleet = model.Fleet(
         instances=tuple(
@@ -336,17 +336,24 @@ async def _decide(
 
 def quota_pools(
     held: Mapping[model.Market, Any],
+    policy: model.Policy,
     market: market_mod.MarketSnapshot,
     catalog: catalog_mod.Catalog,
 ) -> frozenset[model.Pool]:
-    """Every pool of the markets an account quota holds (they keep what runs and do
-    not grow, like pools out of capacity)."""
+    """Every pool ``policy`` could use in the markets an account quota holds (they keep
+    what runs and do not grow, like pools out of capacity)."""
+    if not held:
+        return frozenset()
+    spot = [p for p, _ in market.spot_pools()]
     pools: set[model.Pool] = set()
     if model.Market.SPOT in held:
-        pools.update(p for p, _ in market.spot_pools())
+        pools.update(spot)
     if model.Market.ON_DEMAND in held:
-        for t in catalog.types:
-            pools.update(catalog.on_demand_pools(t))
+        zones: dict[str, list[str]] = {}
+        for p in spot:
+            zones.setdefault(p.instance_type, []).append(p.zone)
+        types = candidates.eligible_types(policy, catalog)
+        pools.update(candidates.on_demand_pools(policy, catalog, types, zones))
     return frozenset(pools)
 
 

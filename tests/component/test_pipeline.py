@@ -29,17 +29,19 @@ class FakeQueue:
     """The interruption queue: what was deleted and what was released."""
 
     def __init__(self) -> None:
+        self.inbox: list[queue.Message] = []
         self.deleted: list[str] = []
         self.released: list[str] = []
 
     async def receive(self, wait_seconds: int = 1, max_messages: int = 10) -> list[queue.Message]:
-        return []
+        out, self.inbox = self.inbox[:max_messages], self.inbox[max_messages:]
+        return out
 
     async def delete(self, receipts: Sequence[str]) -> None:
         self.deleted.extend(receipts)
 
-    async def release(self, receipt: str, after_seconds: int = 0) -> None:
-        self.released.append(receipt)
+    async def release(self, receipts: Sequence[str], after_seconds: int = 0) -> None:
+        self.released.extend(receipts)
 
 
 def event(kind: str, instance_id: str, **detail: Any) -> str:
@@ -114,7 +116,11 @@ async def test_malformed_and_foreign_messages_are_counted_and_deleted() -> None:
     # an instance nobody here owns: released for another shard, then deleted as foreign
     stranger = event(queue.INTERRUPTION, "i-0123456789abcdef0")
     assert not await d.handle(queue.Message("s", "rs", stranger, 1), NOW)
-    assert q.released == ["rs"]
+    # one receive: the malformed deleted, the stranger released, each in one batch
+    q.inbox = [queue.Message(f"b{n}", f"rb{n}", body, 1) for n, body in enumerate(bad)]
+    q.inbox.append(queue.Message("s", "rs", stranger, 1))
+    assert await d.drain_once() == len(bad) + 1
+    assert q.deleted == [f"rb{n}" for n in range(len(bad))] and q.released == ["rs"]
     assert await d.handle(queue.Message("s", "rs", stranger, 3), NOW)
     assert d.counts.foreign == 1
 

@@ -127,15 +127,23 @@ class Queue:
 
             await self.calls.run("operator", "DeleteMessageBatch", run)
 
-    async def release(self, receipt: str, after_seconds: int = 0) -> None:
-        """Make a message visible again after ``after_seconds`` (another shard's operator
-        may own its instance, or the sweeps have not seen the instance yet)."""
+    async def release(self, receipts: Sequence[str], after_seconds: int = 0) -> None:
+        """Make messages visible again after ``after_seconds`` (batches of ten): another
+        shard's operator may own their instances, or the sweeps have not seen them yet."""
+        for i in range(0, len(receipts), 10):
+            batch = receipts[i : i + 10]
 
-        def run() -> None:
-            self._sqs().change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=receipt, VisibilityTimeout=after_seconds
-            )
+            def run(batch: Sequence[str] = batch) -> None:
+                self.clients.call(
+                    None,
+                    self.region,
+                    lambda: self._sqs().change_message_visibility_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[
+                            {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": after_seconds}
+                            for n, r in enumerate(batch)
+                        ],
+                    ),
+                )
 
-        await self.calls.run(
-            "operator", "ChangeMessageVisibility", lambda: self.clients.call(None, self.region, run)
-        )
+            await self.calls.run("operator", "ChangeMessageVisibilityBatch", run)
