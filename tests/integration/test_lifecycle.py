@@ -47,6 +47,8 @@ CATALOG = catalog_mod.load_bundled("us-east-1")
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 #: the few types the fallback and budget policies may use (4 vCPU each)
 TYPES = ("m5.xlarge", "c5.xlarge", "m5a.xlarge")
+#: the label of policies reconciled by a test's own operator, not the module's
+OWN = "test.spotfleet.dev/own-operator"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +85,8 @@ def op(
         "--interruption-poll-seconds", "0.5",
         # a pool out of capacity is tried again after 20 s (600 by default)
         "--unavailable-pool-ttl-seconds", "20",
+        # the tests with a cloud of their own run their own operator on their policies
+        "--shard-label-selector", f"!{OWN}",
     )  # fmt: skip
     try:
         yield p
@@ -93,11 +97,15 @@ def op(
 # ---------------------------------------------------------------------------- helpers
 
 
-def apply(k: localcluster.LocalCluster, ns: str, name: str = "web", **spec: Any) -> str:
+def apply(
+    k: localcluster.LocalCluster, ns: str, name: str = "web", own: bool = False, **spec: Any
+) -> str:
+    """Apply a SpotPolicy; ``own``: labelled for a test's own operator (and cloud)."""
     body = base_spec()
     body.update(spec)
+    labels = {OWN: "yes"} if own else {}
     obj = {"apiVersion": "spotfleet.dev/v1alpha1", "kind": "SpotPolicy",
-           "metadata": {"name": name, "namespace": ns}, "spec": body}  # fmt: skip
+           "metadata": {"name": name, "namespace": ns, "labels": labels}, "spec": body}  # fmt: skip
     k.kubectl("apply", "-f", "-", input=json.dumps(obj))
     return str(get_json(k, "spotpolicy", name, "-n", ns)["metadata"]["uid"])
 
@@ -398,7 +406,7 @@ def test_a_target_above_the_quota_is_quota_exceeded_without_a_retry_storm(
     tenant of the shared cloud is the same moto account."""
     k = crds_installed
     cloud = cloud_fx.start_cloud(tmp_path)
-    op = start_operator(tmp_path, k.kubeconfig, cloud.endpoint_url)
+    op = start_operator(tmp_path, k.kubeconfig, cloud.endpoint_url, "--shard-label-selector", OWN)
     try:
         t = Tenant(k, namespace)
         account = boto3.client(
@@ -409,7 +417,7 @@ def test_a_target_above_the_quota_is_quota_exceeded_without_a_retry_storm(
             aws_secret_access_key=t.secret,
         ).get_caller_identity()["Account"]
         cloud.client.set_quota(on_demand_vcpus=8, spot_instances=4, account=account)
-        apply(k, namespace, capacity={"target": 128, "unit": "vcpu"})
+        apply(k, namespace, own=True, capacity={"target": 128, "unit": "vcpu"})
 
         def quota() -> Any:
             obj = get_json(k, "spotpolicy", "web", "-n", namespace)
@@ -569,7 +577,7 @@ def test_a_price_move_replaces_gradually_within_churn_across_a_restart(
     cloud = cloud_fx.start_cloud(
         tmp_path, "--prices", str(prices), "--history-start", HISTORY_START
     )
-    extra = ("--market-cache-seconds", "2")
+    extra = ("--market-cache-seconds", "2", "--shard-label-selector", OWN)
     try:
         Tenant(k, namespace)
         op1 = start_operator(tmp_path, k.kubeconfig, cloud.endpoint_url, *extra)
@@ -577,6 +585,7 @@ def test_a_price_move_replaces_gradually_within_churn_across_a_restart(
             uid = apply(
                 k,
                 namespace,
+                own=True,
                 availabilityZones=list(MOVE_ZONES),
                 onDemand={"base": 0, "percentageAboveBase": 0},
                 instanceRequirements={"allowedTypes": list(MOVE_TYPES)},
