@@ -7,7 +7,9 @@ and uninstalling the CRD chart leaves the CRDs (and so the policies) in place.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,64 @@ def test_helm_upgrade_of_the_crd_chart_moves_the_cluster_to_the_new_schema(
     assert support.exists(cluster, "crd", CRD)
     names = support.get_json(cluster, "spotpolicies", "-n", TENANT)["items"]
     assert sorted(p["metadata"]["name"] for p in names) == ["billed", "web"]
+
+
+def handover_commands() -> str:
+    """The ```sh block of docs/helm.md that hands main-chart CRDs over to spotfleet-crds."""
+    text = (support.REPO / "docs" / "helm.md").read_text()
+    after = text.split("**Moving an existing install to the CRD chart.**", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_crds_from_the_main_chart_are_handed_over_as_the_docs_say(
+    cluster: localcluster.LocalCluster, helm: support.Helm, workdir: Path
+) -> None:
+    # start where an existing user is: CRDs created by the main chart's crds/, a policy
+    for name in (
+        "spotpolicies.spotfleet.dev",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    ):
+        cluster.kubectl("delete", "crd", name, "--ignore-not-found", "--wait=true")
+    values = workdir / "handover-values.yaml"
+    values.write_text(yaml.safe_dump({"image": {"repository": "registry.invalid/spotfleet"}}))
+    helm(
+        "install",
+        "spotfleet",
+        str(support.CHART),
+        "-n",
+        NS,
+        "--create-namespace",
+        "-f",
+        str(values),
+    )
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD}")
+    cluster.kubectl("create", "namespace", "tenant-h")
+    obj = json.loads(support.policy("tenant-h", "web"))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    before = support.get_json(cluster, "spotpolicy", "web", "-n", "tenant-h")
+    # without the hand-over Helm refuses to take the CRDs
+    refused = helm("install", "spotfleet-crds", str(CRD_CHART), "-n", NS, check=False)
+    assert refused.returncode != 0 and "invalid ownership metadata" in refused.stderr
+    # the documented commands, as written, with this cluster's helm and kubectl
+    env = dict(os.environ)
+    for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[var] = str(helm.home / var.lower())
+    bins = {str(localcluster.find_binary(b).parent) for b in ("helm", "kubectl")}
+    env["PATH"] = os.pathsep.join([*sorted(bins), env.get("PATH", "")])
+    env["KUBECONFIG"] = str(cluster.kubeconfig)
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", handover_commands()],
+        cwd=support.REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "STATUS: deployed" in out.stdout
+    crd = support.get_json(cluster, "crd", CRD)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == "spotfleet-crds"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    after = support.get_json(cluster, "spotpolicy", "web", "-n", "tenant-h")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["spec"] == before["spec"]
+    # and from now on helm upgrade manages them
+    helm("upgrade", "spotfleet-crds", str(CRD_CHART), "-n", NS)
+    helm("uninstall", "spotfleet", "-n", NS)
