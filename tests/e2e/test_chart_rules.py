@@ -113,6 +113,17 @@ def test_rules_use_only_metrics_the_operator_exports(tmp_path: Path) -> None:
         assert f"`{base}`" in documented, base
 
 
+def test_the_packaged_chart_renders_the_same_rules(tmp_path: Path) -> None:
+    # .Files.Get reads rules/ from the archive too: `helm package` must ship it
+    helm("package", str(support.CHART), "-d", str(tmp_path), tmp=tmp_path)
+    archive = tmp_path / "spotfleet-0.1.0.tgz"
+    out = helm(
+        "template", "spotfleet", str(archive), "--set", "prometheusRule.enabled=true", tmp=tmp_path
+    )
+    packaged = one([d for d in yaml.safe_load_all(out.stdout) if d], "PrometheusRule")
+    assert packaged["spec"] == rule_groups(tmp_path)
+
+
 def test_prometheus_rule_is_off_by_default(tmp_path: Path) -> None:
     assert not [d for d in render(tmp_path) if d["kind"] == "PrometheusRule"]
 
