@@ -2,7 +2,9 @@
 charts/spotfleet-crds, a SpotPolicy, then ``helm upgrade`` with a changed CRD (a new
 field and a printer column, as a later release would ship): the cluster serves the new
 schema, the existing SpotPolicy is untouched, the main chart still installs beside it,
-and uninstalling the CRD chart leaves the CRDs (and so the policies) in place."""
+and uninstalling the CRD chart leaves the CRDs (and so the policies) in place; CRDs the
+main chart created are handed over as docs/helm.md says; and on the same cluster
+``helm install`` refuses values the schema rejects."""
 
 from __future__ import annotations
 
@@ -180,3 +182,21 @@ def test_crds_from_the_main_chart_are_handed_over_as_the_docs_say(
     # and from now on helm upgrade manages them
     helm("upgrade", "spotfleet-crds", str(CRD_CHART), "-n", NS)
     helm("uninstall", "spotfleet", "-n", NS)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("replicas=abc", "at '/replicas': got string, want integer"),
+        ("logLevl=DEBUG", "at '': additional properties 'logLevl' not allowed"),
+        ("metrics.port=70000", "at '/metrics/port': maximum"),
+    ],
+)
+def test_helm_install_refuses_values_the_schema_rejects(
+    cluster: localcluster.LocalCluster, helm: support.Helm, setting: str, message: str
+) -> None:
+    out = helm("install", "bad", str(support.CHART), "-n", "bad", "--set", setting, check=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+    assert "INSTALLATION FAILED" in out.stderr
+    listed = json.loads(helm("list", "-A", "-o", "json").stdout)
+    assert "bad" not in {r["name"] for r in listed}  # nothing was installed
