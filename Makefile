@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: help setup system-deps venv tools test test-fast lint crds docs demo bench image clean
+.PHONY: help setup system-deps venv tools test test-fast lint crds docs demo bench image clean rules-test
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
@@ -48,6 +48,10 @@ test-fast: venv
 crds: venv
 	$(BIN)/python -m spotfleet_operator.api.crdgen --out crds/spotpolicies.spotfleet.dev.yaml
 	$(BIN)/python -m spotfleet_operator.api.docgen --out docs/api.md
+
+# The chart's alerts: promtool check + unit tests on the rules helm renders.
+rules-test: venv
+	$(BIN)/pytest -q -p no:randomly tests/e2e/test_chart_rules.py
 
 demo: setup
 	$(BIN)/spotfleet demo
