@@ -27,7 +27,10 @@ AWS = REPO / "operator" / "spotfleet_operator" / "aws"
 #: Actions AWS checks for a call although the operator never calls them itself.
 IMPLIED = {"ec2:CreateTags", "ec2:RunInstances"}
 #: API operation -> IAM action, where the names differ.
-ACTION_OF = {"DeleteMessageBatch": "sqs:DeleteMessage"}
+ACTION_OF = {
+    "DeleteMessageBatch": "sqs:DeleteMessage",
+    "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
 SERVICE_OF = {"GetCallerIdentity": "sts", "AssumeRole": "sts"}
 TENANT_KEY, OPERATOR_KEY = "AKIATENANTEXAMPLE001", "AKIAOPERATOREXAMPLE1"
 SETUP_KEY = "testing"  # the test's own set-up calls (moto's dummy keys)
@@ -79,7 +82,11 @@ def called_by_the_operator() -> set[str]:
 
 
 def test_the_document_lists_exactly_what_the_code_calls() -> None:
-    assert queue_operations() == {"ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibility"}
+    assert queue_operations() == {
+        "ReceiveMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibilityBatch",
+    }
     tenant, operator = of("Tenant"), of("Operator")
     assert set(statements()) == {
         sid for sid in statements() if sid.startswith(("Tenant", "Operator"))
@@ -127,7 +134,7 @@ async def _drive(cloud: cloud_fx.Cloud, queue_url: str) -> None:
         messages = await q.receive(wait_seconds=1)
         assert len(messages) == 2, messages
         first, second = messages
-        await q.release(second.receipt, 0)
+        await q.release([second.receipt], 0)
         await q.delete([first.receipt])
     finally:
         calls.shutdown()
