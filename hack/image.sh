@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build the operator image without a Docker engine or a registry:
+#   1. base: a minimal Debian of the host's release (debootstrap --variant=minbase with
+#      python3 and python3-venv), imported into the local container storage as
+#      $BASE_IMAGE. The cleaned root filesystem is cached as a tarball under
+#      ${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/image/, keyed by release, packages and
+#      this script's BASE_REVISION; a warm cache or an existing image is reused untouched.
+#   2. build: `buildah build` of the repository's Dockerfile with
+#      --build-arg BASE_IMAGE=$BASE_IMAGE, tagged $IMAGE (layers cached between builds).
+# Usage: hack/image.sh [base|build]   (default: build, which makes the base first)
+# Env:   IMAGE (localhost/spotfleet:dev), BASE_IMAGE (localhost/debian-python:<key>),
+#        DEBIAN_MIRROR (http://deb.debian.org/debian), STORAGE_DRIVER (e.g. vfs, where
+#        overlay mounts are refused; read by buildah and podman alike).
+# Needs root (debootstrap, and buildah/podman with the system's container storage) and
+# Debian's buildah, podman, crun and debootstrap (hack/system-deps.sh installs them).
+# The last line printed is the image reference. See docs/image.md.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+# Bump when the way the base is made changes (the cache is keyed by it).
+BASE_REVISION=1
+BASE_PACKAGES=python3,python3-venv
+release="$(. /etc/os-release && echo "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")"
+key="$release-$(printf '%s %s' "$BASE_PACKAGES" "$BASE_REVISION" | sha1sum | cut -c1-8)"
+cache="${SPOTFLEET_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/image}"
+base_tar="$cache/debian-python-$key.tar"
+BASE_IMAGE="${BASE_IMAGE:-localhost/debian-python:$key}"
+IMAGE="${IMAGE:-localhost/spotfleet:dev}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+log() { printf '[image] %s\n' "$*" >&2; }
+
+need() {
+  local missing=()
+  for c in "$@"; do command -v "$c" >/dev/null || missing+=("$c"); done
+  if ((${#missing[@]})); then
+    log "missing: ${missing[*]} (bash hack/system-deps.sh installs them)"
+    exit 1
+  fi
+}
+
+rootfs() {  # debootstrap a cleaned minimal Debian into $1
+  local root=$1
+  log "debootstrap --variant=minbase --include=$BASE_PACKAGES $release ($mirror)"
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$release" "$root" "$mirror" >&2
+  # what an image never needs: package indexes and downloads, docs, man pages, locales
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* \
+    "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+    "$root"/usr/share/locale/* "$root"/tmp/* "$root"/var/tmp/*
+  chroot "$root" python3 -c 'import ensurepip, venv, sqlite3, ssl' ||
+    { log "the base has no working python3 (venv, sqlite3, ssl)"; exit 1; }
+}
+
+base() {
+  need podman
+  if podman image exists "$BASE_IMAGE"; then log "base $BASE_IMAGE: present"; return; fi
+  if [[ ! -s "$base_tar" ]]; then
+    need debootstrap
+    mkdir -p "$cache"
+    local root; root="$(mktemp -d "$cache/rootfs.XXXXXX")"
+    # shellcheck disable=SC2064  # expand now: the path is known
+    trap "rm -rf '$root'" EXIT
+    rootfs "$root"
+    tar --numeric-owner -C "$root" -cf "$base_tar.part" .
+    mv "$base_tar.part" "$base_tar"
+    rm -rf "$root"; trap - EXIT
+    log "base rootfs cached at $base_tar ($(du -h "$base_tar" | cut -f1))"
+  else
+    log "base rootfs: cached at $base_tar"
+  fi
+  podman import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' \
+    --message "debootstrap --variant=minbase --include=$BASE_PACKAGES $release" \
+    "$base_tar" "$BASE_IMAGE" >/dev/null
+  log "base $BASE_IMAGE: imported"
+}
+
+build() {
+  need buildah
+  base
+  log "buildah build --build-arg BASE_IMAGE=$BASE_IMAGE -t $IMAGE"
+  # --network host: the build stage installs the locked wheels from PyPI (hash-checked)
+  # and needs no CNI network of its own.
+  buildah build --layers --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+    -f "$repo/Dockerfile" -t "$IMAGE" "$repo" >&2
+  log "$IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
+  echo "$IMAGE"
+}
+
+case "${1:-build}" in
+  base) base; echo "$BASE_IMAGE" ;;
+  build) build ;;
+  *) echo "usage: $0 [base|build]" >&2; exit 2 ;;
+esac
