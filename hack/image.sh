@@ -7,7 +7,9 @@
 #      this script's BASE_REVISION; a warm cache or an existing image is reused untouched.
 #   2. build: `buildah build` of the repository's Dockerfile with
 #      --build-arg BASE_IMAGE=$BASE_IMAGE, tagged $IMAGE (layers cached between builds).
-# Usage: hack/image.sh [base|build]   (default: build, which makes the base first)
+#   podman ARGS: podman with the runtime flags this machine needs (below); the e2e test
+#      runs the image through it.
+# Usage: hack/image.sh [base|build|podman ARGS...]   (default: build, after the base)
 # Env:   IMAGE (localhost/spotfleet:dev), BASE_IMAGE (localhost/debian-python:<key>),
 #        DEBIAN_MIRROR (http://deb.debian.org/debian), STORAGE_DRIVER (e.g. vfs, where
 #        overlay mounts are refused; read by buildah and podman alike).
@@ -30,6 +32,26 @@ IMAGE="${IMAGE:-localhost/spotfleet:dev}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 log() { printf '[image] %s\n' "$*" >&2; }
+
+# The OCI runtime and rlimits, for buildah's RUN steps and podman alike:
+# - crun refuses a hybrid cgroup hierarchy (v1 controllers plus a cgroup2 mount with a
+#   controller, as on this project's machines: "cgroups in hybrid mode not supported,
+#   drop all controllers from cgroupv2"); runc runs there. Pure cgroup v2: the default.
+# - without CAP_SYS_RESOURCE (a sandboxed root), the default rlimits (nofile 1048576 ...)
+#   cannot be set ("setrlimit `RLIMIT_NOFILE`: Operation not permitted"): ask for the
+#   hard open-files limit this shell has and 4096 processes instead.
+# OCI_RUNTIME overrides the choice.
+runtime_flags=()
+if [[ -n "${OCI_RUNTIME:-}" ]]; then
+  runtime_flags=(--runtime "$OCI_RUNTIME")
+elif [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]]; then
+  runtime_flags=(--runtime runc)
+fi
+ulimit_flags=()
+cap_eff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+if (( (16#$cap_eff >> 24 & 1) == 0 )); then
+  ulimit_flags=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+fi
 
 need() {
   local missing=()
@@ -84,14 +106,24 @@ build() {
   log "buildah build --build-arg BASE_IMAGE=$BASE_IMAGE -t $IMAGE"
   # --network host: the build stage installs the locked wheels from PyPI (hash-checked)
   # and needs no CNI network of its own.
-  buildah build --layers --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+  buildah build "${runtime_flags[@]}" "${ulimit_flags[@]}" --layers --network host \
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     -f "$repo/Dockerfile" -t "$IMAGE" "$repo" >&2
   log "$IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
   echo "$IMAGE"
 }
 
+run_podman() {  # podman with the runtime flags; the ulimits on run and create
+  need podman
+  case "${1:-}" in
+    run | create) exec podman "${runtime_flags[@]}" "$1" "${ulimit_flags[@]}" "${@:2}" ;;
+    *) exec podman "${runtime_flags[@]}" "$@" ;;
+  esac
+}
+
 case "${1:-build}" in
   base) base; echo "$BASE_IMAGE" ;;
   build) build ;;
-  *) echo "usage: $0 [base|build]" >&2; exit 2 ;;
+  podman) shift; run_podman "$@" ;;
+  *) echo "usage: $0 [base|build|podman ARGS...]" >&2; exit 2 ;;
 esac

@@ -69,7 +69,11 @@ def tool(name: str) -> str:
 def podman(
     *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([tool("podman"), *args], capture_output=True, text=True, timeout=timeout)
+    """podman through ``hack/image.sh podman``: the OCI runtime and rlimits this machine
+    needs (runc where crun refuses a hybrid cgroup hierarchy; see the script)."""
+    tool("podman")
+    argv = ["bash", str(REPO / "hack" / "image.sh"), "podman", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         pytest.fail(f"podman {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-4000:]}")
     return out
