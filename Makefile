@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The venv is exactly uv.lock (extras dev, group build): re-synced when either changes.
+# The venv holds exactly uv.lock (extras dev, group build; plus the pip and setuptools
+# that python -m venv seeds): re-synced when pyproject.toml or uv.lock changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
 # uv itself, from PyPI, at the version pyproject's tool.uv.required-version names.
 UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)

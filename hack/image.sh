@@ -5,11 +5,15 @@
 #      $BASE_IMAGE. The cleaned root filesystem is cached as a tarball under
 #      ${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/image/, keyed by release, packages and
 #      this script's BASE_REVISION; a warm cache or an existing image is reused untouched.
-#   2. build: `buildah build` of the repository's Dockerfile with
-#      --build-arg BASE_IMAGE=$BASE_IMAGE, tagged $IMAGE (layers cached between builds).
+#   2. wheels: every wheel requirements/runtime.txt and requirements/build.txt pin,
+#      downloaded by the host's pip (its certificate trust and download cache; hashes
+#      checked) for the base's Python into build/image-wheels/ (git-ignored), so that
+#   3. build: `buildah build` of the repository's Dockerfile with
+#      --build-arg BASE_IMAGE=$BASE_IMAGE runs with no network at all (tagged $IMAGE;
+#      layers cached between builds).
 #   podman ARGS: podman with the runtime flags this machine needs (below); the e2e test
 #      runs the image through it.
-# Usage: hack/image.sh [base|build|podman ARGS...]   (default: build, after the base)
+# Usage: hack/image.sh [base|wheels|build|podman ARGS...]   (default: build, after the base)
 # Env:   IMAGE (localhost/spotfleet:dev), BASE_IMAGE (localhost/debian-python:<key>),
 #        DEBIAN_MIRROR (http://deb.debian.org/debian), STORAGE_DRIVER (e.g. vfs, where
 #        overlay mounts are refused; read by buildah and podman alike).
@@ -100,13 +104,23 @@ base() {
   log "base $BASE_IMAGE: imported"
 }
 
+wheels() {  # the locked wheels for the base's python3, into build/image-wheels/
+  local py dest="$repo/build/image-wheels"
+  py="$(podman "${runtime_flags[@]}" run "${ulimit_flags[@]}" --rm --network none \
+    "$BASE_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  mkdir -p "$dest"
+  log "wheels for python $py: pip download -r requirements/{runtime,build}.txt -> $dest"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+    --only-binary=:all: --python-version "$py" --dest "$dest" \
+    -r "$repo/requirements/runtime.txt" -r "$repo/requirements/build.txt"
+}
+
 build() {
   need buildah
   base
-  log "buildah build --build-arg BASE_IMAGE=$BASE_IMAGE -t $IMAGE"
-  # --network host: the build stage installs the locked wheels from PyPI (hash-checked)
-  # and needs no CNI network of its own.
-  buildah build "${runtime_flags[@]}" "${ulimit_flags[@]}" --layers --network host \
+  wheels
+  log "buildah build --network none --build-arg BASE_IMAGE=$BASE_IMAGE -t $IMAGE"
+  buildah build "${runtime_flags[@]}" "${ulimit_flags[@]}" --layers --network none \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     -f "$repo/Dockerfile" -t "$IMAGE" "$repo" >&2
   log "$IMAGE: $(podman image inspect --format '{{.Size}}' "$IMAGE") bytes"
@@ -123,7 +137,8 @@ run_podman() {  # podman with the runtime flags; the ulimits on run and create
 
 case "${1:-build}" in
   base) base; echo "$BASE_IMAGE" ;;
+  wheels) base; wheels ;;
   build) build ;;
   podman) shift; run_podman "$@" ;;
-  *) echo "usage: $0 [base|build|podman ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|wheels|build|podman ARGS...]" >&2; exit 2 ;;
 esac
