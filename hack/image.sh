@@ -109,14 +109,15 @@ wheels() {  # the locked wheels for the base's python3, into build/image-wheels/
   py="$(podman "${runtime_flags[@]}" run "${ulimit_flags[@]}" --rm --network none \
     "$BASE_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   local stamp
-  stamp="$dest/.complete-$(cat "$repo"/requirements/{runtime,build}.txt | sha1sum | cut -c1-12)-py$py"
+  # beside the directory, not in it: the build copies the directory (and caches on it)
+  stamp="$dest.complete-$(cat "$repo"/requirements/{runtime,build}.txt | sha1sum | cut -c1-12)-py$py"
   if [[ -e "$stamp" ]]; then log "wheels for python $py: present in $dest"; return; fi
   mkdir -p "$dest"
   log "wheels for python $py: pip download -r requirements/{runtime,build}.txt -> $dest"
   python3 -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
     --only-binary=:all: --python-version "$py" --dest "$dest" \
     -r "$repo/requirements/runtime.txt" -r "$repo/requirements/build.txt"
-  rm -f "$dest"/.complete-* && touch "$stamp"
+  rm -f "$dest".complete-* && touch "$stamp"
 }
 
 build() {
