@@ -100,7 +100,7 @@ base() {
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
     --message "debootstrap --variant=minbase --include=$BASE_PACKAGES $release" \
-    "$base_tar" "$BASE_IMAGE" >/dev/null
+    --quiet "$base_tar" "$BASE_IMAGE" >/dev/null
   log "base $BASE_IMAGE: imported"
 }
 
