@@ -27,6 +27,7 @@ repo="$(cd "$here/.." && pwd)"
 # Bump when the way the base is made changes (the cache is keyed by it).
 BASE_REVISION=1
 BASE_PACKAGES=python3,python3-venv
+# shellcheck disable=SC1091  # the host's own file
 release="$(. /etc/os-release && echo "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")"
 key="$release-$(printf '%s %s' "$BASE_PACKAGES" "$BASE_REVISION" | sha1sum | cut -c1-8)"
 cache="${SPOTFLEET_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/image}"

