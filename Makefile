@@ -12,7 +12,7 @@ UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject
 UV := $(BIN)/uv
 IMAGE ?= localhost/spotfleet:dev
 
-.PHONY: help setup system-deps venv lock tools test test-fast lint crds docs demo bench image clean
+.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds docs demo bench image clean
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
@@ -28,13 +28,16 @@ setup: system-deps venv tools
 system-deps:
 	@bash hack/system-deps.sh
 
-# uv is bootstrapped into the venv with pip once (a venv with another uv is made anew);
-# then the locked build group goes in first, so the editable install is built by the
-# locked hatchling (no build isolation), then everything else, exactly as locked:
-# --locked refuses a uv.lock that no longer matches pyproject.toml (run `make lock`).
-$(STAMP): pyproject.toml uv.lock
+# uv is bootstrapped into the venv with pip once (a venv with another uv is made anew:
+# a new uv version changes pyproject.toml, hence the stamp, so the sync below runs).
+uv-bootstrap:
 	@if ! $(UV) --version 2>/dev/null | grep -q '^uv $(UV_VERSION) '; then \
 	  rm -rf $(VENV) && $(PY) -m venv $(VENV) && $(BIN)/pip install -q 'uv==$(UV_VERSION)'; fi
+
+# The locked build group goes in first, so the editable install is built by the locked
+# hatchling (no build isolation), then everything else, exactly as locked: --locked
+# refuses a uv.lock that no longer matches pyproject.toml (run `make lock`).
+$(STAMP): pyproject.toml uv.lock | uv-bootstrap
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --inexact --only-group build --no-install-project
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --extra dev --group build
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
@@ -44,7 +47,7 @@ venv: $(STAMP)
 # Re-resolve (add UV_LOCK_ARGS='--upgrade-package boto3' or '--upgrade' to move versions),
 # then export what the image installs: requirements/runtime.txt (the runtime
 # dependencies, no extras) and requirements/build.txt (hatchling), both hash-pinned.
-lock: venv
+lock: uv-bootstrap
 	$(UV) lock $(UV_LOCK_ARGS)
 	$(UV) export -q --frozen --no-emit-project --no-dev -o requirements/runtime.txt
 	$(UV) export -q --frozen --no-emit-project --only-group build -o requirements/build.txt
