@@ -4,9 +4,15 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The venv holds exactly uv.lock (extras dev, group build; plus the pip and setuptools
+# that python -m venv seeds): re-synced when pyproject.toml or uv.lock changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha1sum | cut -c1-12)
+# uv itself, from PyPI, at the version pyproject's tool.uv.required-version names.
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
+UV := $(BIN)/uv
+IMAGE ?= localhost/spotfleet:dev
 
-.PHONY: help setup system-deps venv tools test test-fast lint crds docs demo bench image clean rules-test
+.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds docs demo bench image clean rules-test
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
@@ -14,19 +20,37 @@ help:
 	@echo "make lint   - ruff, mypy --strict on both packages, import-linter contracts"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make bench  - run the benchmarks in bench/ (print figures; never asserted)"
+	@echo "make image  - build the operator image with buildah on a local Debian base (docs/image.md)"
+	@echo "make lock   - re-resolve uv.lock and re-export requirements/*.txt (the only way a dependency changes)"
 
 setup: system-deps venv tools
 
 system-deps:
 	@bash hack/system-deps.sh
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+# uv is bootstrapped into the venv with pip once (a venv with another uv is made anew:
+# a new uv version changes pyproject.toml, hence the stamp, so the sync below runs).
+uv-bootstrap:
+	@if ! $(UV) --version 2>/dev/null | grep -q '^uv $(UV_VERSION) '; then \
+	  rm -rf $(VENV) && $(PY) -m venv $(VENV) && $(BIN)/pip install -q 'uv==$(UV_VERSION)'; fi
+
+# The locked build group goes in first, so the editable install is built by the locked
+# hatchling (no build isolation), then everything else, exactly as locked: --locked
+# refuses a uv.lock that no longer matches pyproject.toml (run `make lock`).
+$(STAMP): pyproject.toml uv.lock | uv-bootstrap
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --inexact --only-group build --no-install-project
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --extra dev --group build
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)
+
+# Re-resolve (add UV_LOCK_ARGS='--upgrade-package boto3' or '--upgrade' to move versions),
+# then export what the image installs: requirements/runtime.txt (the runtime
+# dependencies, no extras) and requirements/build.txt (hatchling), both hash-pinned.
+lock: uv-bootstrap
+	$(UV) lock $(UV_LOCK_ARGS)
+	$(UV) export -q --frozen --no-emit-project --no-dev -o requirements/runtime.txt
+	$(UV) export -q --frozen --no-emit-project --only-group build -o requirements/build.txt
 
 tools:
 	@bash hack/tools.sh >/dev/null
@@ -59,8 +83,9 @@ demo: setup
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-image:
-	docker build -t spotfleet:dev .
+# buildah + a debootstrapped Debian base made here (no registry, no Docker engine).
+image: system-deps
+	IMAGE=$(IMAGE) bash hack/image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

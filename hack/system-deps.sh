@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages the tests and the demo need, from Debian's
 # packages, when they are missing: PostgreSQL (initdb/pg_ctl), Prometheus
-# (prometheus, promtool), and the basics the scripts use. Idempotent; a warm
-# machine returns at once. Go must already be on the machine (it builds the
-# control-plane binaries, see hack/tools.sh).
+# (prometheus, promtool), buildah, podman, crun and debootstrap (the image), and the
+# basics the scripts use. Idempotent; a warm machine returns at once. Go must already
+# be on the machine (it builds the control-plane binaries, see hack/tools.sh).
 set -euo pipefail
 need=()
 pg_ok=0
@@ -13,6 +13,10 @@ command -v initdb >/dev/null && pg_ok=1
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v runuser >/dev/null || need+=(util-linux)
+# the image: built with buildah on a debootstrapped base, run with podman (crun; runc
+# where crun refuses a hybrid cgroup hierarchy)
+# (hack/image.sh, tests/e2e/test_image.py; shellcheck lints the script)
+for c in buildah podman crun runc debootstrap shellcheck; do command -v "$c" >/dev/null || need+=("$c"); done
 command -v git >/dev/null || need+=(git)
 command -v make >/dev/null || need+=(make)
 if ((${#need[@]} == 0)); then echo "[system-deps] all present"; exit 0; fi

@@ -59,6 +59,14 @@ class Helm:
         return out
 
 
+def image_entrypoint() -> list[str]:
+    """The Dockerfile's ENTRYPOINT (exec form): what the chart's container args follow."""
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    (line,) = [ln for ln in lines if ln.startswith("ENTRYPOINT ")]
+    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
+    return entrypoint
+
+
 def get_json(cluster: localcluster.LocalCluster, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
@@ -159,7 +167,7 @@ def run_deployment(
     workdir: Path,
 ) -> OperatorProcess:
     """Start the operator container of Deployment ``namespace/name`` as a local process
-    (``python -m spotfleet_operator`` is the image's ``spotfleet`` ENTRYPOINT) with the
+    (``python -m spotfleet_operator run``: the image's ENTRYPOINT, ``spotfleet run``) with the
     stored args and env, authenticated by ``kubeconfig``; wait for its liveness probe."""
     dep = get_json(cluster, "deployment", name, "-n", namespace)
     pod = dep["spec"]["template"]["spec"]
@@ -185,7 +193,9 @@ def run_deployment(
     probe = container["livenessProbe"]["httpGet"]
     health_port = ports[probe["port"]] if isinstance(probe["port"], str) else int(probe["port"])
     log_path = workdir / "operator.log"
-    argv = [sys.executable, "-m", "spotfleet_operator", *container.get("args", [])]
+    entrypoint = image_entrypoint()
+    assert entrypoint[0] == "spotfleet", entrypoint  # python -m spotfleet_operator is spotfleet
+    argv = [sys.executable, "-m", "spotfleet_operator", *entrypoint[1:], *container.get("args", [])]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     op = OperatorProcess(proc, log_path, ports["metrics"], health_port)

@@ -155,7 +155,8 @@ def test_defaults_render_a_cluster_wide_non_root_operator(tmp_path: Path) -> Non
     ]  # fmt: skip
     c = container(docs)
     assert c["image"] == "spotfleet:0.1.0"  # tag defaults to appVersion
-    assert c["args"] == ["run", "--all-namespaces"]
+    assert c["args"] == ["--all-namespaces"]  # after the ENTRYPOINT
+    assert support.image_entrypoint() == ["spotfleet", "run"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["SPOTFLEET_DATABASE_URL"] == "sqlite+aiosqlite:////var/lib/spotfleet/audit.db"
     assert env["SPOTFLEET_METRICS_PORT"] == "8080" and env["SPOTFLEET_HEALTH_PORT"] == "8081"
@@ -211,7 +212,7 @@ def test_postgresql_url_comes_from_a_secret(tmp_path: Path) -> None:
 
 def test_namespaced_mode_uses_a_role_per_namespace(tmp_path: Path) -> None:
     docs = render(tmp_path, {"watch": {"namespaces": ["a", "b"]}})
-    assert container(docs)["args"] == ["run", "--namespace", "a", "--namespace", "b"]
+    assert container(docs)["args"] == ["--namespace", "a", "--namespace", "b"]
     roles = [d for d in docs if d["kind"] == "Role"]
     assert [r["metadata"]["namespace"] for r in roles] == ["a", "b"]
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]

@@ -163,7 +163,7 @@ def test_helm_install_puts_the_charts_objects_in_the_api_server(
     assert pod["securityContext"]["runAsNonRoot"] is True
     (c,) = pod["containers"]
     assert c["image"] == "registry.invalid/spotfleet:e2e"
-    assert c["args"] == ["run", "--all-namespaces"]
+    assert c["args"] == ["--all-namespaces"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env == {
         "SPOTFLEET_RECONCILE_INTERVAL_SECONDS": "2",
@@ -188,7 +188,7 @@ def test_helm_install_puts_the_charts_objects_in_the_api_server(
     assert mounts == {"/var/lib/spotfleet": "data", "/tmp": "tmp"}
     assert {v["name"]: "emptyDir" in v for v in pod["volumes"]} == {"data": True, "tmp": True}
     # the image's ENTRYPOINT is what the args follow
-    assert 'ENTRYPOINT ["spotfleet"]' in (support.REPO / "Dockerfile").read_text()
+    assert support.image_entrypoint() == ["spotfleet", "run"]
 
     svc = support.get_json(cluster, "service", f"{release}-metrics", "-n", NS)
     assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [

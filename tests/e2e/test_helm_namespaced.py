@@ -73,7 +73,7 @@ def test_namespaced_install_grants_roles_only_in_watched_namespaces(
 ) -> None:
     dep = support.get_json(cluster, "deployment", SA, "-n", NS)
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    assert c["args"] == ["run", "--namespace", WATCHED]
+    assert c["args"] == ["--namespace", WATCHED]
     role = support.get_json(cluster, "clusterrole", SA)
     assert {
         (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
