@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from spotfleet_cli import localcluster
-from spotfleet_operator.aws import credentials, eventing
 from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx
 
@@ -33,23 +32,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.L
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
-    c = cloud_fx.start_cloud(tmp_path_factory.mktemp("e2e-cloud"), "--notice-seconds", "2")
-    try:
+    with cloud_fx.own_cloud(tmp_path_factory.mktemp("e2e-cloud"), "--notice-seconds", "2") as c:
         yield c
-        c.fail_on_problems()
-    finally:
-        cloud_fx._stop(c.process)
 
 
 @pytest.fixture(scope="module")
 def queue_url(stand_in: cloud_fx.Cloud) -> str:
     """The EventBridge rule -> SQS queue a user sets up once per account (docs/helm.md)."""
-    clients = credentials.ClientCache(stand_in.endpoint_url)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        url = eventing.ensure_interruption_queue(clients, "us-east-1")
-    return url
+    return cloud_fx.interruption_queue(stand_in)
 
 
 @pytest.fixture(scope="module")

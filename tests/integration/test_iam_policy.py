@@ -57,7 +57,8 @@ def of(prefix: str) -> set[str]:
 
 
 def queue_operations() -> set[str]:
-    """The operation names aws/queue.py passes to ``self.calls.run(tenant, "<Op>", ...)``."""
+    """The operation names aws/queue.py passes to ``self.calls.run(tenant, "<Op>", ...)``
+    or ``self._batched("<Op>", ...)``."""
     tree = ast.parse((AWS / "queue.py").read_text())
     ops = set()
     for node in ast.walk(tree):
@@ -69,6 +70,14 @@ def queue_operations() -> set[str]:
             and isinstance(node.args[1], ast.Constant)
         ):
             ops.add(str(node.args[1].value))
+        elif (  # self._batched("<Op>", ...)
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "_batched"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            ops.add(str(node.args[0].value))
     return ops
 
 

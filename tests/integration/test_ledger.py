@@ -30,7 +30,7 @@ import pytest
 from spotfleet_cli import localcluster
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_operator import api, config, jobs, metrics
-from spotfleet_operator.aws import credentials, ec2, eventing
+from spotfleet_operator.aws import credentials, ec2
 from spotfleet_operator.store import Store, ledger, tables
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import (
@@ -53,27 +53,19 @@ KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
     """A stand-in cloud of this module's own, its clock 70 days into the 2021 history
     (so weeks of prices are there to ingest)."""
-    c = cloud_fx.start_cloud(
+    with cloud_fx.own_cloud(
         tmp_path_factory.mktemp("ledgercloud"),
         "--notice-seconds",
         "2",
         "--history-start",
         "2021-05-10T00:00:00+00:00",
-    )
-    try:
+    ) as c:
         yield c
-        c.fail_on_problems()
-    finally:
-        cloud_fx._stop(c.process)
 
 
 @pytest.fixture(scope="module")
 def queue_url(stand_in: cloud_fx.Cloud) -> str:
-    clients = credentials.ClientCache(stand_in.endpoint_url)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        return eventing.ensure_interruption_queue(clients, "us-east-1")
+    return cloud_fx.interruption_queue(stand_in)
 
 
 def operator(

@@ -27,7 +27,6 @@ import pytest
 
 from spotfleet_cli import localcluster
 from spotfleet_engine import catalog as catalog_mod
-from spotfleet_operator.aws import credentials, eventing
 from spotfleet_sim.client import Pool
 from tests.fixtures import cloud as cloud_fx
 from tests.fixtures.operator import (
@@ -53,21 +52,13 @@ OWN = "test.spotfleet.dev/own-operator"
 
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
-    c = cloud_fx.start_cloud(tmp_path_factory.mktemp("lifecloud"))
-    try:
+    with cloud_fx.own_cloud(tmp_path_factory.mktemp("lifecloud")) as c:
         yield c
-        c.fail_on_problems()
-    finally:
-        cloud_fx._stop(c.process)
 
 
 @pytest.fixture(scope="module")
 def queue_url(stand_in: cloud_fx.Cloud) -> str:
-    clients = credentials.ClientCache(stand_in.endpoint_url)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        return eventing.ensure_interruption_queue(clients, "us-east-1")
+    return cloud_fx.interruption_queue(stand_in)
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,8 @@ CATALOG = catalog_mod.load_bundled("us-east-1")
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cloud_fx.Cloud]:
     """A stand-in cloud of this module's own (other tests reset theirs)."""
-    c = cloud_fx.start_cloud(tmp_path_factory.mktemp("opcloud"), "--notice-seconds", "2")
-    try:
+    with cloud_fx.own_cloud(tmp_path_factory.mktemp("opcloud"), "--notice-seconds", "2") as c:
         yield c
-        c.fail_on_problems()
-    finally:
-        cloud_fx._stop(c.process)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,13 @@ def parse_event(body: object) -> Notice | None:
     return Notice(str(kind), iid, state if isinstance(state, str) else "")
 
 
+#: The SQS batch operations the queue sends -> their boto3 method.
+_BATCH_METHODS = {
+    "DeleteMessageBatch": "delete_message_batch",
+    "ChangeMessageVisibilityBatch": "change_message_visibility_batch",
+}
+
+
 class Queue:
     """One SQS queue drained with the operator's own identity (blocking calls run on the
     AWS thread pool)."""
@@ -112,38 +119,30 @@ class Queue:
 
     async def delete(self, receipts: Sequence[str]) -> None:
         """Delete handled messages (batches of ten)."""
-        for i in range(0, len(receipts), 10):
-            batch = receipts[i : i + 10]
-
-            def run(batch: Sequence[str] = batch) -> None:
-                self.clients.call(
-                    None,
-                    self.region,
-                    lambda: self._sqs().delete_message_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(batch)],
-                    ),
-                )
-
-            await self.calls.run("operator", "DeleteMessageBatch", run)
+        await self._batched("DeleteMessageBatch", receipts, {})
 
     async def release(self, receipts: Sequence[str], after_seconds: int = 0) -> None:
         """Make messages visible again after ``after_seconds`` (batches of ten): another
         shard's operator may own their instances, or the sweeps have not seen them yet."""
-        for i in range(0, len(receipts), 10):
-            batch = receipts[i : i + 10]
+        extra = {"VisibilityTimeout": after_seconds}
+        await self._batched("ChangeMessageVisibilityBatch", receipts, extra)
 
-            def run(batch: Sequence[str] = batch) -> None:
+    async def _batched(
+        self, operation: str, receipts: Sequence[str], extra: Mapping[str, Any]
+    ) -> None:
+        """One SQS batch ``operation`` per ten receipts (each entry ``extra`` too)."""
+        method = _BATCH_METHODS[operation]
+        for i in range(0, len(receipts), 10):
+            entries = [
+                {"Id": str(n), "ReceiptHandle": r, **extra}
+                for n, r in enumerate(receipts[i : i + 10])
+            ]
+
+            def run(entries: list[dict[str, Any]] = entries) -> None:
                 self.clients.call(
                     None,
                     self.region,
-                    lambda: self._sqs().change_message_visibility_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[
-                            {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": after_seconds}
-                            for n, r in enumerate(batch)
-                        ],
-                    ),
+                    lambda: getattr(self._sqs(), method)(QueueUrl=self.queue_url, Entries=entries),
                 )
 
-            await self.calls.run("operator", "ChangeMessageVisibilityBatch", run)
+            await self.calls.run("operator", operation, run)
