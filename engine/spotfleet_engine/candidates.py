@@ -283,6 +283,9 @@ def build(
         )
         if r_spot.shape != (n_spot,):
             raise ValueError(f"risk model {risk.name!r} returned {r_spot.shape} for {n_spot} pools")
+        if market.penalties:  # recent interruptions seen: 1 - (1 - r)(1 - penalty)
+            extra = np.asarray([market.penalties.get(p, 0.0) for p in spot], dtype=np.float64)
+            r_spot = 1.0 - (1.0 - np.clip(r_spot, 0.0, 1.0)) * (1.0 - np.clip(extra, 0.0, 1.0))
         r[:n_spot] = np.clip(r_spot, 0.0, 1.0)
         ref = reference_unit_od(od, w, is_od)
         cost = expected_cost(price, r, od, w, ref, float(risk.horizon_hours), policy.objective)

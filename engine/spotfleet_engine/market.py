@@ -63,6 +63,9 @@ class MarketSnapshot:
     advisor: Mapping[str, AdvisorEntry] = field(default_factory=dict)
     placement_scores: Mapping[tuple[str, str], int] = field(default_factory=dict)
     unavailable: frozenset[model.Pool] = frozenset()
+    #: extra interruption probability over the horizon (0..1) of spot pools that were
+    #: interrupted recently (the operator's own observations, decaying with age)
+    penalties: Mapping[model.Pool, float] = field(default_factory=dict)
 
     def spot_price(self, instance_type: str, zone: str) -> float | None:
         """Current spot price of the pool, or None when the market has none."""

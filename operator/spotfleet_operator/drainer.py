@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from spotfleet_engine import model
 from spotfleet_operator import audit as audit_mod
 from spotfleet_operator import metrics as metrics_mod
 from spotfleet_operator import state as state_mod
@@ -136,6 +137,7 @@ class Drainer:
             self.metrics.interruptions.labels(ns, name).inc()
             ps.doom(notice.instance_id, now + dt.timedelta(seconds=self.doomed_seconds))
             self.state.mark_unavailable(region, [owned.pool], now)
+            self.state.region(region).penalties.note(owned.pool, now)
             ps.notices.append(
                 (
                     "Warning",
@@ -189,6 +191,8 @@ class Drainer:
             ):
                 # stopped without a warning, and not by us: an interruption too
                 audit_mod.interruption(self.audit, ps, owned, notice, notice_at, now)
+                if owned.pool.market is model.Market.SPOT:
+                    self.state.region(region).penalties.note(owned.pool, now)
             acct.sweep.terminated([notice.instance_id], now)
         self.counts.handled += 1
         self.metrics.queue_messages.labels("handled").inc()

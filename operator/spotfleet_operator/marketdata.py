@@ -11,7 +11,7 @@ import datetime as dt
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
@@ -67,6 +67,41 @@ class UnavailablePools:
 
     def until(self, pool: model.Pool) -> dt.datetime | None:
         return self._until.get(pool)
+
+
+@dataclass
+class InterruptionPenalties:
+    """Spot pools interrupted recently, as an extra interruption probability (0..1) the
+    planner adds to the risk model's: each interruption adds ``per_interruption``
+    (combined as independent events), halving every ``half_life``; forgotten below
+    ``FORGET``. Quantised to 0.01, so a penalty that has not moved keeps a decision
+    reusable. Graded (more interruptions, more penalty) and decaying, unlike the
+    capacity TTL of :class:`UnavailablePools`."""
+
+    half_life: dt.timedelta = dt.timedelta(hours=6)
+    per_interruption: float = 0.3
+    _seen: dict[model.Pool, list[dt.datetime]] = field(default_factory=dict)
+
+    FORGET: ClassVar[float] = 0.01
+
+    def note(self, pool: model.Pool, now: dt.datetime) -> None:
+        """An instance in ``pool`` was interrupted at ``now``."""
+        self._seen.setdefault(pool, []).append(now)
+
+    def at(self, now: dt.datetime) -> dict[model.Pool, float]:
+        """Each penalised pool's extra interruption probability at ``now``."""
+        out: dict[model.Pool, float] = {}
+        for pool, times in list(self._seen.items()):
+            keep = 1.0
+            for t in times:
+                age = max(0.0, (now - t) / self.half_life)
+                keep *= 1.0 - self.per_interruption * 0.5**age
+            extra = round(1.0 - keep, 2)
+            if extra < self.FORGET:
+                del self._seen[pool]
+            else:
+                out[pool] = extra
+        return out
 
 
 class MarketUnavailable(Exception):

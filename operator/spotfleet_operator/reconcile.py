@@ -312,7 +312,8 @@ async def _decide(
         ),
         replacements_last_hour=ctx.ps.replacements_last_hour(ctx.now),
     )
-    inputs = (policy, unavailable, fleet)
+    penalties = rs.penalties.at(ctx.now)
+    inputs = (policy, unavailable, fleet, frozenset(penalties.items()))
     last = ctx.ps.last_decision
     reuse = dt.timedelta(seconds=ctx.deps.config.decision_reuse_seconds)
     if (
@@ -323,7 +324,7 @@ async def _decide(
     ):
         ctx.deps.metrics.decisions_reused.inc()
         return last.plan
-    snap = dataclasses.replace(market, unavailable=unavailable)
+    snap = dataclasses.replace(market, unavailable=unavailable, penalties=penalties)
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     plan = await loop.run_in_executor(

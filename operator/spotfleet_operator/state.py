@@ -191,6 +191,9 @@ class RegionState:
 
     market: marketdata.MarketCache
     unavailable: marketdata.UnavailablePools
+    penalties: marketdata.InterruptionPenalties = field(
+        default_factory=marketdata.InterruptionPenalties
+    )
 
 
 @dataclass(frozen=True)

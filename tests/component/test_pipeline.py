@@ -86,6 +86,12 @@ async def test_interruption_and_timer_together_give_one_status_and_one_replaceme
     assert new and all(i.pool != victim.pool for i in new)  # not into the interrupted pool
     assert sum(1 for e in timer.events + woken.events if e.reason == "SpotInterruption") == 1
     assert victim.pool in deps.state.region("us-east-1").unavailable.active(when)
+    # and a graded penalty that decays: the pool's extra risk halves every half-life
+    penalties = deps.state.region("us-east-1").penalties
+    first = penalties.at(when)[victim.pool]
+    assert first == 0.3
+    assert 0 < penalties.at(when + penalties.half_life)[victim.pool] < first
+    assert victim.pool not in penalties.at(when + 20 * penalties.half_life)
     fake.instances[victim.instance_id].state = "terminated"  # AWS takes it two minutes later
     assert total(fake) >= 32  # the replacement covers the interrupted instance
     # the second reconcile saw what the first did: no second launch for the same notice

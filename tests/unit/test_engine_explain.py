@@ -188,3 +188,20 @@ def test_every_kind_is_tested_here() -> None:
         "Churn",
         "InvalidPolicy",
     }
+
+
+def test_a_recently_interrupted_pool_is_penalised_by_its_penalty(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """``MarketSnapshot.penalties`` adds to the risk of a spot pool: a heavy penalty on
+    the pool the plan relies on most moves capacity out of it; a light one less so."""
+    zones = ("us-east-1a", "us-east-1b", "us-east-1c")
+    pol = policy(target=40, requirements=C5, zones=zones, objective="balanced")
+    base = decide(pol, cat, snap)
+    spot = {p: n for p, n in base.targets.items() if p.market is model.Market.SPOT}
+    top = max(spot, key=lambda p: spot[p])
+    heavy = decide(pol, cat, replace(snap, penalties={top: 0.95}))
+    assert heavy.targets.get(top, 0) < spot[top], (base.targets, heavy.targets)
+    assert heavy.expected_cost_per_hour >= base.expected_cost_per_hour - 1e-9
+    none = decide(pol, cat, replace(snap, penalties={}))
+    assert none.targets == base.targets
