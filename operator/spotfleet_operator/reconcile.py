@@ -312,7 +312,10 @@ async def _decide(
         ),
         replacements_last_hour=ctx.ps.replacements_last_hour(ctx.now),
     )
-    penalties = rs.penalties.at(ctx.now)
+    # the penalty steers new capacity away from recently interrupted pools; it never
+    # moves what already runs (an interruption terminates nothing else)
+    running = {i.pool for i in fleet.instances}
+    penalties = {p: v for p, v in rs.penalties.at(ctx.now).items() if p not in running}
     inputs = (policy, unavailable, fleet, frozenset(penalties.items()))
     last = ctx.ps.last_decision
     reuse = dt.timedelta(seconds=ctx.deps.config.decision_reuse_seconds)
