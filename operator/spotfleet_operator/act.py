@@ -157,20 +157,32 @@ async def act(
             # a move: the replacements launch first; what they replace goes once they run
             step.deferred = len(plan.terminations)
         else:
-            ids = [t.instance_id for t in plan.terminations]
-            t0 = time.perf_counter()
-            ctx.ps.terminating.update(ids)
-            try:
-                done = await provider.terminate(ids)
-            except errors.AwsError as exc:
-                audit.terminate(ctx, plan.terminations, None, exc.code, _since(t0))
-                raise
-            finally:
-                ctx.ps.terminating.difference_update(ids)
-            audit.terminate(ctx, plan.terminations, done, None, _since(t0))
-            acct.sweep.terminated(ids, now)
+            await terminate(ctx, provider, acct, plan.terminations)
             step.terminated = list(plan.terminations)
     return step
+
+
+async def terminate(
+    ctx: Ctx,
+    provider: port.CloudProvider,
+    acct: state.AccountState,
+    terminations: Sequence[plan_mod.Terminate],
+) -> None:
+    """Terminate ``terminations`` (one port call), audited, and tell the account's sweep;
+    while the call runs the instances are ours to stop (their state changes are no
+    interruption)."""
+    ids = [t.instance_id for t in terminations]
+    t0 = time.perf_counter()
+    ctx.ps.terminating.update(ids)
+    try:
+        done = await provider.terminate(ids)
+    except errors.AwsError as exc:
+        audit.terminate(ctx, terminations, None, exc.code, _since(t0))
+        raise
+    finally:
+        ctx.ps.terminating.difference_update(ids)
+    audit.terminate(ctx, terminations, done, None, _since(t0))
+    acct.sweep.terminated(ids, ctx.now)
 
 
 async def retire_recommended(
@@ -191,22 +203,11 @@ async def retire_recommended(
     if any(o.state == "pending" for o in instances):
         return []
     gone = [plan_mod.Terminate(iid, live[iid].pool, "rebalance") for iid in sorted(ps.recommended)]
-    ids = [t.instance_id for t in gone]
-    t0 = time.perf_counter()
-    ps.terminating.update(ids)
-    try:
-        done = await provider.terminate(ids)
-    except errors.AwsError as exc:
-        audit.terminate(ctx, gone, None, exc.code, _since(t0))
-        raise
-    finally:
-        ps.terminating.difference_update(ids)
-    audit.terminate(ctx, gone, done, None, _since(t0))
-    acct.sweep.terminated(ids, ctx.now)
-    ps.note_replacements(len(ids), ctx.now)
-    for iid in ids:
-        ps.recommended.discard(iid)
-        ps.doomed.pop(iid, None)
+    await terminate(ctx, provider, acct, gone)
+    ps.note_replacements(len(gone), ctx.now)
+    for t in gone:
+        ps.recommended.discard(t.instance_id)
+        ps.doomed.pop(t.instance_id, None)
     return gone
 
 
