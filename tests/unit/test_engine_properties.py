@@ -223,7 +223,7 @@ def test_every_constraint_holds_in_every_plan(data: st.DataObject) -> None:
         assert p.launches == () and p.terminations == ()
         assert dict(p.targets) == fleet.count_by_pool()
         return
-    floor = pol.min_capacity if p.outcome == "Degraded" else None
+    floor = planner.degraded_floor(pol, p.binding) if p.outcome == "Degraded" else None
     assert violations(cat, snap, pol, p.targets, floor, fleet.count_by_pool()) == []
     check_actions(fleet, pol, p)
     cap = sum(cat.types[pl.instance_type].units(pol.unit) * n for pl, n in p.targets.items())
