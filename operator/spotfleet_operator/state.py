@@ -33,6 +33,10 @@ HOUR = dt.timedelta(hours=1)
 #: How long our own launches/terminations override a sweep that does not show them yet
 #: (DescribeInstances is eventually consistent).
 SETTLE = dt.timedelta(minutes=3)
+#: How long an instance that left the sweeps is still known by id, so that a notice
+#: about it that arrives late (its warning after a sweep already missed it, a stopped
+#: event queued while the operator was down) is still its policy's.
+GONE_KEEP = HOUR
 
 
 def _parse_time(text: str) -> dt.datetime | None:
@@ -59,6 +63,8 @@ class FleetSweep:
         #: policy uid -> instance id -> (instance, when we launched it)
         self._launched: dict[str, dict[str, tuple[port.OwnedInstance, dt.datetime]]] = {}
         self._terminated: dict[str, dt.datetime] = {}
+        #: instance id -> (instance, when a sweep first missed it)
+        self._gone: dict[str, tuple[port.OwnedInstance, dt.datetime]] = {}
 
     def fresh(self, now: dt.datetime) -> bool:
         return self._at is not None and now - self._at <= self.max_age
@@ -74,6 +80,11 @@ class FleetSweep:
             by: dict[str, dict[str, port.OwnedInstance]] = {}
             for o in found:
                 by.setdefault(o.policy_uid, {})[o.instance_id] = o
+            for uid, was in self._by_policy.items():
+                still = by.get(uid, {})
+                for iid, o in was.items():
+                    if iid not in still:
+                        self._gone.setdefault(iid, (o, now))
             self._by_policy, self._at = by, now
             self.sweeps += 1
             self._expire(now)
@@ -96,6 +107,8 @@ class FleetSweep:
                 del self._launched[uid]
         for iid in [i for i, t in self._terminated.items() if now - t > SETTLE]:
             del self._terminated[iid]
+        for iid in [i for i, (_, t) in self._gone.items() if now - t > GONE_KEEP]:
+            del self._gone[iid]
 
     def instances(self, policy_uid: str, now: dt.datetime) -> list[port.OwnedInstance]:
         """The policy's pending and running instances: the last sweep, plus what it
@@ -114,6 +127,8 @@ class FleetSweep:
         return {uid: list(v.values()) for uid, v in self._by_policy.items()}
 
     def owner(self, instance_id: str) -> port.OwnedInstance | None:
+        """The instance ``instance_id`` as last known: running, just launched, or gone
+        from the sweeps within :data:`GONE_KEEP`; None when it was never ours."""
         for by in self._by_policy.values():
             o = by.get(instance_id)
             if o is not None:
@@ -122,7 +137,8 @@ class FleetSweep:
             hit = mine.get(instance_id)
             if hit is not None:
                 return hit[0]
-        return None
+        gone = self._gone.get(instance_id)
+        return gone[0] if gone is not None else None
 
     def launched(self, instances: Iterable[port.OwnedInstance], now: dt.datetime) -> None:
         for o in instances:
@@ -139,6 +155,8 @@ class FleetSweep:
     def forget_policy(self, policy_uid: str) -> None:
         self._by_policy.pop(policy_uid, None)
         self._launched.pop(policy_uid, None)
+        for iid in [i for i, (o, _) in self._gone.items() if o.policy_uid == policy_uid]:
+            del self._gone[iid]
 
 
 #: First hold of a market after a quota refusal; doubles per refusal in a row.

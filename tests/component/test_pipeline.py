@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spotfleet_engine import model
-from spotfleet_operator import drainer, reconcile
+from spotfleet_operator import drainer, reconcile, state
 from spotfleet_operator.aws import queue
 from tests.component.fake_ec2 import FakeEc2
 from tests.component.harness import (
@@ -100,6 +100,40 @@ async def test_interruption_and_timer_together_give_one_status_and_one_replaceme
     st = later.status
     assert cond(st, "CapacityFulfilled")["status"] == "True"
     assert cond(st, "Ready")["status"] == "True"
+
+
+async def test_a_warning_read_after_the_instance_is_gone_is_still_its_policys() -> None:
+    # the notice came late (AWS reclaimed the instance and a sweep missed it before the
+    # drainer read the warning): it is still recorded, announced and replaced, not
+    # released until it counts as foreign
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake)
+    body = policy()
+    body = with_status(body, await reconcile.run(body, deps, NOW))
+    victim = min(
+        (i for i in fake.running() if i.pool.market is model.Market.SPOT),
+        key=lambda i: i.instance_id,
+    )
+    body = with_status(body, await reconcile.run(body, deps, NOW + dt.timedelta(seconds=5)))
+    fake.instances[victim.instance_id].state = "terminated"  # a sweep had shown it running
+    body = with_status(body, await reconcile.run(body, deps, NOW + dt.timedelta(seconds=10)))
+    seen = [
+        o.instance_id
+        for acct in deps.state.accounts.values()
+        for o in acct.sweep.instances("uid-web-1", NOW + dt.timedelta(seconds=10))
+    ]
+    assert seen and victim.instance_id not in seen  # the sweep no longer shows it
+    d = drainer.Drainer(FakeQueue(), deps.state, deps.metrics)  # type: ignore[arg-type]
+    msg = queue.Message("m1", "r1", event(queue.INTERRUPTION, victim.instance_id), 1)
+    assert await d.handle(msg, NOW + dt.timedelta(seconds=11))
+    assert d.counts.released == 0 and d.counts.foreign == 0 and d.counts.handled == 1
+    after = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=12))
+    assert [e.reason for e in after.events].count("SpotInterruption") == 1
+    assert total(fake) >= 32
+    # an instance gone for longer than GONE_KEEP is forgotten
+    late = NOW + state.GONE_KEEP + dt.timedelta(minutes=5)
+    await reconcile.run(with_status(body, after), deps, late)
+    assert deps.state.owner_of(victim.instance_id) is None
 
 
 async def test_malformed_and_foreign_messages_are_counted_and_deleted() -> None:

@@ -50,7 +50,7 @@ def test_demo_runs_and_tells_the_story(tmp_path: Path) -> None:
     assert routed["pool"] in s["avoidedPools"]
     assert routed["after"] <= routed["before"]
     assert s["events"].get("InsufficientCapacity", 0) >= 1
-    # the interruption was handled before AWS reclaimed the instance
+    # the interruption warning was attributed to cache and announced (a SpotInterruption Event)
     assert len(s["interrupted"]) == 1 and s["events"].get("SpotInterruption", 0) >= 1
     assert s["actions"]["instancesLaunched"] >= sum(p["instances"] for p in names.values())
     # teardown: every process the demo started is gone

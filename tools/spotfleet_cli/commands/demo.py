@@ -201,7 +201,7 @@ class Demo:
         self.sim_proc = subprocess.Popen(
             [
                 sys.executable, "-m", "spotfleet_sim", "--port", "0",
-                "--speed", str(self.opts.speed), "--notice-seconds", "20",
+                "--speed", str(self.opts.speed), "--notice-seconds", "120",
             ],
             stdout=sim_out,
             stderr=(self.workdir / "sim.stderr").open("wb"),
@@ -352,7 +352,15 @@ class Demo:
                 ),
                 timeout=120,
             )
-            self.step("cache replaced the interrupted instance before AWS reclaimed it")
+            still = {p["instance_id"] for p in self.sim.pending_interruptions()}
+            self.step(
+                "cache replaced the interrupted instance "
+                + (
+                    "before AWS reclaimed it"
+                    if victim in still
+                    else "(AWS reclaimed it first: the notice ran out before the replacement)"
+                )
+            )
 
         if self.opts.duration > 0:
             self.step(
@@ -374,6 +382,26 @@ class Demo:
             calls.shutdown()
         spot = sorted(o.instance_id for o in owned if o.pool.market.value == "spot")
         return spot[0] if spot else None
+
+    def explain_failure(self, lines: int = 60) -> None:
+        """Print what a user needs to see why a step failed: each policy's conditions and
+        the tail of the operator's log (the work directory is removed afterwards)."""
+        try:
+            for p in self.get_policies():
+                for c in p.get("status", {}).get("conditions", []):
+                    self.console.print(
+                        f"  {p['metadata']['name']}: {c.get('type')}={c.get('status')} "
+                        f"({c.get('reason')}): {c.get('message')}",
+                        markup=False,
+                    )
+        except Exception as e:  # the cluster may be what failed
+            self.console.print(f"  (policies unreadable: {e})", markup=False)
+        log = self.workdir / "operator.log" if self.workdir else None
+        if log is not None and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            self.console.print(f"last {len(tail)} lines of the operator log:", markup=False)
+            for line in tail:
+                self.console.print("  " + line, markup=False, soft_wrap=True)
 
     def stop(self) -> list[int]:
         """Tear everything down; returns the PIDs still alive afterwards (should be [])."""
@@ -449,6 +477,7 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
     except BaseException as e:
         error = e
         console.print(f"[red]demo failed:[/] {e}")
+        demo.explain_failure()
     finally:
         leftovers = demo.stop()
         summary["leftoverPids"] = leftovers
