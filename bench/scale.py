@@ -304,7 +304,10 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         run.calls_by_operation_converge = dict(sorted(ops.items()))
         idle0_calls = calls0 + len(converge)
         cpu0 = p.cpu_seconds()
+        spy = _profile(args, kind, n, op.pid)
         time.sleep(args.idle_seconds)
+        if spy is not None:
+            spy.wait(60)
         run.idle_cpu_cores = round((p.cpu_seconds() - cpu0) / args.idle_seconds, 3)
         steady = sim_calls(url, idle0_calls)
         reconciles = n * args.idle_seconds / args.interval
@@ -337,6 +340,24 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
     return run
 
 
+def _profile(
+    args: argparse.Namespace, kind: str, n: int, pid: int
+) -> subprocess.Popen[bytes] | None:
+    """With ``--profile-idle DIR``: py-spy (from PATH) samples the operator through the
+    idle phase into DIR/<kind>-<n>.txt (collapsed stacks, for flamegraph tools)."""
+    if args.profile_idle is None:
+        return None
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile-idle needs py-spy on PATH (pip install py-spy)")
+    out = Path(args.profile_idle) / f"{kind}-{n}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
+            "--duration", str(int(args.idle_seconds)), "--pid", str(pid),
+            "--output", str(out)]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -347,6 +368,9 @@ def main() -> None:
     ap.add_argument("--namespaces", type=int, default=50)
     ap.add_argument("--interval", type=float, default=60.0)
     ap.add_argument("--idle-seconds", type=float, default=180.0)
+    ap.add_argument(
+        "--profile-idle", metavar="DIR", help="py-spy the operator's idle phase into DIR"
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="give up waiting for Ready")
     ap.add_argument("--dry-run", action="store_true", help="every policy dryRun: true")
     ap.add_argument("--operators", default="noop,spotfleet")

@@ -13,8 +13,8 @@ import csv
 import functools
 import gzip
 import importlib.resources
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -87,6 +87,34 @@ class MarketSnapshot:
     def spot_pools(self) -> tuple[tuple[model.Pool, float], ...]:
         """Every spot pool with a current price, sorted by pool (computed once per snapshot)."""
         return self._spot_pools
+
+    @functools.cached_property
+    def _by_type(self) -> Mapping[str, tuple[tuple[str, Sequence[PricePoint], int | None], ...]]:
+        out: dict[str, list[tuple[str, Sequence[PricePoint], int | None]]] = {}
+        for (t, z), h in sorted(self.spot_history.items()):
+            out.setdefault(t, []).append((z, h, self.placement_scores.get((t, z))))
+        return {t: tuple(v) for t, v in out.items()}
+
+    def inputs_for(self, types: Iterable[str]) -> tuple[object, ...]:
+        """What a decision over ``types`` reads of this snapshot's own pools: per type, its
+        advisor entry and each zone's price history and placement score. Comparable with
+        ``==``; a history that did not change between two snapshots is the same object,
+        so comparing unchanged markets is cheap. (The risk model's zone and family
+        features also read other types: callers that reuse a decision on this key bound
+        how long they do.)"""
+        by_type = self._by_type
+        return tuple((t, self.advisor.get(t), by_type.get(t)) for t in types)
+
+    def with_view(
+        self, unavailable: frozenset[model.Pool], penalties: Mapping[model.Pool, float]
+    ) -> MarketSnapshot:
+        """This snapshot with one policy's view of unavailable pools and interruption
+        penalties, sharing the indexes computed on it (they depend on prices only)."""
+        out = replace(self, unavailable=unavailable, penalties=penalties)
+        for name in ("_spot_pools", "_by_type"):
+            if name in self.__dict__:
+                out.__dict__[name] = self.__dict__[name]
+        return out
 
 
 # --------------------------------------------------------------------------

@@ -297,10 +297,13 @@ async def _decide(
 ) -> plan_mod.Plan:
     """planner.decide on the decision pool (the MILP never runs on the event loop).
 
-    ``decide`` is pure: when nothing it depends on changed since the policy's last
-    decision — the same market snapshot (prices and advisor), avoided pools, fleet, churn
-    budget and spec — and that decision is younger than ``decision_reuse_seconds``, the
-    same plan is the answer and it is reused instead of solved again."""
+    ``decide`` is pure: when nothing it reads changed since the policy's last decision —
+    the prices, advisor entries and placement scores of the pools it may use or runs in,
+    avoided pools, penalties, fleet, churn budget and spec — and that decision is younger
+    than ``decision_reuse_seconds``, the same plan is the answer and it is reused
+    instead of solved again. A price change in another market (thousands of pools
+    change every day) does not make a policy solve again at once; it reaches the plan
+    within ``decision_reuse_seconds`` through the risk model's zone and family features."""
     unavailable = rs.unavailable.active(ctx.now) | quota_pools(
         acct.quota_held(ctx.now), policy, market, catalog
     )
@@ -316,25 +319,27 @@ async def _decide(
     # moves what already runs (an interruption terminates nothing else)
     running = {i.pool for i in fleet.instances}
     penalties = {p: v for p, v in rs.penalties.at(ctx.now).items() if p not in running}
-    inputs = (policy, unavailable, fleet, frozenset(penalties.items()))
+    prices = market.inputs_for(candidates.eligible_types(policy, catalog))
+    held = tuple(sorted((p.key(), market.history(p.instance_type, p.zone)) for p in running))
+    inputs = (policy, unavailable, fleet, frozenset(penalties.items()), prices, held)
     last = ctx.ps.last_decision
     reuse = dt.timedelta(seconds=ctx.deps.config.decision_reuse_seconds)
     if (
         last is not None
-        and last.market is market
-        and last.inputs == inputs
+        and last.catalog is catalog
         and ctx.now - last.at < reuse
+        and last.inputs == inputs
     ):
         ctx.deps.metrics.decisions_reused.inc()
         return last.plan
-    snap = dataclasses.replace(market, unavailable=unavailable, penalties=penalties)
+    snap = market.with_view(unavailable, penalties)
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     plan = await loop.run_in_executor(
         ctx.deps.decide_pool, planner.decide, policy, catalog, snap, fleet, risk, ctx.now
     )
     ctx.deps.metrics.decision_duration.observe(time.perf_counter() - t0)
-    ctx.ps.last_decision = state.Decision(market, inputs, plan, ctx.now)
+    ctx.ps.last_decision = state.Decision(catalog, inputs, plan, ctx.now)
     return plan
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spotfleet_engine import market as market_mod
+from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import model
 from spotfleet_engine import plan as plan_mod
 from spotfleet_operator import marketdata
@@ -218,8 +218,10 @@ class RegionState:
 class Decision:
     """A policy's last decision and what it was made from (reused while nothing changed)."""
 
-    market: market_mod.MarketSnapshot  # compared by identity
-    inputs: tuple[Any, ...]  # (engine policy, avoided pools, fleet): compared by value
+    catalog: catalog_mod.Catalog  # compared by identity
+    #: (engine policy, avoided pools, fleet, penalties, the market's prices and advisor
+    #: for the pools the policy may use or runs in): compared by value
+    inputs: tuple[Any, ...]
     plan: plan_mod.Plan
     at: dt.datetime
 

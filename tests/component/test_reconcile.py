@@ -9,8 +9,9 @@ import kopf
 import pytest
 import yaml
 
-from spotfleet_engine import model
-from spotfleet_operator import finalize, reconcile
+from spotfleet_engine import candidates, catalog, model
+from spotfleet_engine import market as market_mod
+from spotfleet_operator import api, finalize, reconcile
 from spotfleet_operator.aws import ec2, errors, port
 from tests.component.fake_ec2 import FakeEc2, conformance_problems
 from tests.component.harness import (
@@ -161,6 +162,38 @@ async def test_an_unchanged_decision_is_reused_and_a_change_is_solved() -> None:
     assert _reused(deps) == 1 and after.plan is not None and after.plan.launches
     late = await reconcile.run(with_status(body, after), deps, NOW + dt.timedelta(minutes=30))
     assert late.plan is not None and late.plan is not after.plan  # too old to reuse
+
+
+async def test_a_price_move_elsewhere_reuses_the_decision_and_one_it_may_use_solves() -> None:
+    # a fresh market snapshot on every reconcile (as in a region where some pool's price
+    # changes every few seconds): only the pools the policy may use decide
+    fake = FakeEc2(MARKET_TIME)
+    deps = make_deps(fake, cfg=make_config(market_cache_seconds=0, fleet_sweep_seconds=0))
+    body = policy()
+    for k in range(2):  # launch, then see the fleet
+        body = with_status(body, await reconcile.run(body, deps, NOW + dt.timedelta(seconds=k)))
+    settled = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=2))
+    body = with_status(body, settled)
+    assert settled.plan is not None
+    spec = api.parse_spec(body["spec"])
+    assert not isinstance(spec, api.InvalidSpec)
+    engine_policy = api.to_engine_policy(spec)
+    cat = catalog.load_bundled("us-east-1")
+    usable = candidates.eligible_types(engine_policy, cat)
+    snap = market_mod.snapshot_at(
+        market_mod.load_bundled_history(), MARKET_TIME, lookback=dt.timedelta(hours=24)
+    )
+    pools = sorted(snap.spot_history)
+    elsewhere = next(k for k in pools if k[0] not in usable)
+    inside = next(k for k in pools if k[0] in usable)
+    fake.price_moved_at = NOW + dt.timedelta(seconds=3)
+    fake.price_factor = {elsewhere: 1.5}
+    before = _reused(deps)
+    moved = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=4))
+    assert _reused(deps) == before + 1 and moved.plan is settled.plan
+    fake.price_factor = {elsewhere: 1.5, inside: 0.2}
+    cheaper = await reconcile.run(body, deps, NOW + dt.timedelta(seconds=5))
+    assert _reused(deps) == before + 1 and cheaper.plan is not settled.plan
 
 
 async def test_policies_with_one_launch_spec_share_one_template_and_unused_ones_go() -> None:
