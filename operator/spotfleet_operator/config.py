@@ -87,10 +87,12 @@ class OperatorConfig(pydantic.BaseModel):
         32, "reconcile", "Reconciles in flight at once, across all policies.", ge=1, le=1024
     )
     decision_reuse_seconds: float = _f(
-        300.0,
+        900.0,
         "reconcile",
         "Seconds a policy's last plan is reused while nothing it was made from changed (the "
-        "same market snapshot, fleet, avoided pools and spec); 0: solve every time.",
+        "prices and advisor of the pools it may use or runs in, fleet, avoided pools and "
+        "spec); 0: solve every time. Bounds how late time and other markets (the risk "
+        "model's hourly, zone and family features) reach an unchanged policy.",
         ge=0,
     )
     max_replans: int = _f(

@@ -27,6 +27,7 @@ import botocore.config
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
+import botocore.utils
 
 from spotfleet_operator import scrub
 
@@ -179,6 +180,20 @@ class _Assumed:
     expires: dt.datetime
 
 
+def parse_timestamp(value: Any) -> dt.datetime:
+    """An AWS response timestamp as an aware datetime: ISO 8601 by the standard library
+    (naive means UTC), anything else (RFC 822, epoch seconds) by botocore's parser."""
+    if isinstance(value, str):
+        try:
+            t = dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+    parsed: dt.datetime = botocore.utils.parse_timestamp(value)
+    return parsed
+
+
 class ClientCache:
     """ONE boto3 client per (service, region) for every tenant: a tenant's keys are applied
     per call (:meth:`call`), so a thousand tenants cost one set of clients, not a thousand
@@ -211,6 +226,11 @@ class ClientCache:
 
         core.get_component("credential_provider").insert_before(
             "env", _PerCallProvider(_PerCallCredentials(fallback))
+        )
+        # responses' timestamps (every instance's LaunchTime, every price point) parsed
+        # with the standard library: dateutil was 12 % of the idle CPU at 300 policies
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
         )
         self._session = boto3.session.Session(botocore_session=core)
         self._clients: dict[tuple[str, str], Any] = {}
