@@ -286,6 +286,7 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
             argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=wd
         )
         p = Proc(op.pid)
+        spy = _profile(args, kind, n, op.pid, "converge", args.timeout)
         deadline = t0 + args.timeout
         while time.monotonic() < deadline:
             if op.poll() is not None:
@@ -296,6 +297,9 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
                 break
             time.sleep(2.0)
         run.cpu_s_to_ready = round(p.cpu_seconds(), 1)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            spy.wait(60)
         converge = sim_calls(url, calls0)
         run.calls_per_policy_converge = round(len(converge) / n, 3)
         ops: dict[str, int] = {}
@@ -304,7 +308,7 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         run.calls_by_operation_converge = dict(sorted(ops.items()))
         idle0_calls = calls0 + len(converge)
         cpu0 = p.cpu_seconds()
-        spy = _profile(args, kind, n, op.pid)
+        spy = _profile(args, kind, n, op.pid, "idle", args.idle_seconds)
         time.sleep(args.idle_seconds)
         if spy is not None:
             spy.wait(60)
@@ -341,19 +345,22 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
 
 
 def _profile(
-    args: argparse.Namespace, kind: str, n: int, pid: int
+    args: argparse.Namespace, kind: str, n: int, pid: int, phase: str, seconds: float
 ) -> subprocess.Popen[bytes] | None:
-    """With ``--profile-idle DIR``: py-spy (from PATH) samples the operator through the
-    idle phase into DIR/<kind>-<n>.txt (collapsed stacks, for flamegraph tools)."""
-    if args.profile_idle is None:
+    """With ``--profile DIR``: py-spy (from PATH) samples the operator through one phase
+    (``converge``: start to all Ready; ``idle``) into DIR/<kind>-<n>-<phase>.txt
+    (collapsed stacks, for flamegraph tools)."""
+    if args.profile is None:
         return None
     spy = shutil.which("py-spy")
     if spy is None:
-        raise SystemExit("--profile-idle needs py-spy on PATH (pip install py-spy)")
-    out = Path(args.profile_idle) / f"{kind}-{n}.txt"
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    out = Path(args.profile) / f"{kind}-{n}-{phase}.txt"
+    if phase == "converge":
+        time.sleep(1.0)  # py-spy attaches once the interpreter is up
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [spy, "record", "--format", "raw", "--rate", "50", "--nonblocking",
-            "--duration", str(int(args.idle_seconds)), "--pid", str(pid),
+            "--duration", str(int(seconds)), "--pid", str(pid),
             "--output", str(out)]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -369,7 +376,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=60.0)
     ap.add_argument("--idle-seconds", type=float, default=180.0)
     ap.add_argument(
-        "--profile-idle", metavar="DIR", help="py-spy the operator's idle phase into DIR"
+        "--profile", metavar="DIR", help="py-spy the operator to Ready and idle, into DIR"
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="give up waiting for Ready")
     ap.add_argument("--dry-run", action="store_true", help="every policy dryRun: true")

@@ -177,11 +177,13 @@ async def terminate(
     try:
         done = await provider.terminate(ids)
     except errors.AwsError as exc:
-        audit.terminate(ctx, terminations, None, exc.code, _since(t0))
+        audit.terminate(ctx, terminations, None, exc.code, _since(t0), exc.request_id)
         raise
     finally:
         ctx.ps.terminating.difference_update(ids)
-    audit.terminate(ctx, terminations, done, None, _since(t0))
+    audit.terminate(
+        ctx, terminations, done.instance_ids, None, _since(t0), ",".join(done.request_ids)
+    )
     acct.sweep.terminated(ids, ctx.now)
 
 

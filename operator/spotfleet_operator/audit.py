@@ -114,8 +114,10 @@ def terminate(
     done: Sequence[str] | None,
     error_code: str | None,
     seconds: float,
+    request_id: str = "",
 ) -> None:
-    """One terminate call of the port (TerminateInstances, in batches)."""
+    """One terminate call of the port (TerminateInstances, in batches; ``request_id``
+    the AWS request ids of the batches' answers, comma separated)."""
     ids = [t.instance_id for t in terminations]
     pools = {t.pool.key() for t in terminations}
     _submit(
@@ -129,6 +131,7 @@ def terminate(
             pool=next(iter(pools)) if len(pools) == 1 else None,
             count_requested=len(ids),
             instance_ids=list(done) if done is not None else [],
+            request_id=request_id or None,
             outcome="error" if error_code is not None else "ok",
             error_code=error_code,
             duration_seconds=round(seconds, 6),

@@ -192,7 +192,7 @@ class FakeEc2:
         self.tokens[token] = result
         return result
 
-    async def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+    async def terminate(self, instance_ids: Sequence[str]) -> port.TerminateResult:
         self._enter("terminate")
         done = []
         for iid in instance_ids:
@@ -200,7 +200,7 @@ class FakeEc2:
             if inst and inst.state in ("pending", "running"):
                 inst.state = "terminated"
                 done.append(iid)
-        return done
+        return port.TerminateResult(tuple(done), (f"fake-{len(self.calls)}",))
 
     async def untag(self, instances: Sequence[port.OwnedInstance]) -> None:
         self._enter("untag")

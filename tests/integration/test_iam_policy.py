@@ -131,7 +131,8 @@ async def _drive(cloud: cloud_fx.Cloud, queue_url: str) -> None:
         owned = await tenant.owned_instances("uid-1")
         assert {o.instance_id for o in owned} == set(launched.instance_ids)
         await tenant.untag(owned[:1])
-        assert await tenant.terminate(list(launched.instance_ids))
+        gone = await tenant.terminate(list(launched.instance_ids))
+        assert set(gone.instance_ids) == set(launched.instance_ids) and gone.request_ids
         assert await tenant.delete_launch_template(template.name)
         # a tenant that names a role: the operator assumes it, then acts as the role
         role = credentials.AssumeRole("arn:aws:iam::123456789012:role/spotfleet-tenant-b")

@@ -216,6 +216,7 @@ def test_scale_up_interruption_scale_down_are_in_the_ledger(
     assert len(terminates) >= 1  # the scale-down (and the interrupted instance's removal)
     assert all(a.client_token and a.client_token.startswith("sf-") for a in launches)
     assert all(a.request_id for a in launches) and all(a.outcome == "ok" for a in launches)
+    assert all(a.request_id for a in terminates)  # the AWS request id of every batch answered
     launched = {i for a in launches for i in a.instance_ids}
     terminated = {i for a in terminates for i in a.instance_ids}
     assert set(row.replacement_ids) <= launched

@@ -232,21 +232,26 @@ class Ec2:
 
         return await self._call("CreateFleet", run)
 
-    async def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+    async def terminate(self, instance_ids: Sequence[str]) -> port.TerminateResult:
         done: list[str] = []
+        rids: list[str] = []
         for batch in requests.batches(instance_ids):
 
-            def run(batch: list[str] = batch) -> list[str]:
+            def run(batch: list[str] = batch) -> tuple[list[str], str]:
                 try:
                     out = self.client().terminate_instances(InstanceIds=batch)
-                    return [x["InstanceId"] for x in out.get("TerminatingInstances", [])]
                 except botocore.exceptions.ClientError as e:
                     if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
-                        return []
+                        return [], str(e.response.get("ResponseMetadata", {}).get("RequestId", ""))
                     raise
+                rid = str(out.get("ResponseMetadata", {}).get("RequestId", ""))
+                return [x["InstanceId"] for x in out.get("TerminatingInstances", [])], rid
 
-            done.extend(await self._call("TerminateInstances", run))
-        return done
+            got, rid = await self._call("TerminateInstances", run)
+            done.extend(got)
+            if rid:
+                rids.append(rid)
+        return port.TerminateResult(tuple(done), tuple(rids))
 
     async def untag(self, instances: Sequence[port.OwnedInstance]) -> None:
         for resources, tag_list in requests.untag(instances):

@@ -113,16 +113,21 @@ class AwsError(Exception):
     embed request ids and signatures).
     """
 
-    def __init__(self, operation: str, code: str, message: str, kind: ErrorClass) -> None:
+    def __init__(
+        self, operation: str, code: str, message: str, kind: ErrorClass, request_id: str = ""
+    ) -> None:
         super().__init__(f"{operation}: {code}: {message}")
         self.operation = operation
         self.code = code
         self.kind = kind
+        self.request_id = request_id  # of AWS's error answer ("" without one): for the audit
 
     @classmethod
     def wrap(cls, operation: str, exc: BaseException) -> AwsError:
         code = error_code(exc)
         msg = str(exc)
+        rid = ""
         if isinstance(exc, botocore.exceptions.ClientError):
             msg = str(exc.response.get("Error", {}).get("Message", "")) or msg
-        return cls(operation, code, msg, classify(exc))
+            rid = str(exc.response.get("ResponseMetadata", {}).get("RequestId", ""))
+        return cls(operation, code, msg, classify(exc), rid)

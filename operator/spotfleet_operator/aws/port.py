@@ -152,6 +152,15 @@ class LaunchResult:
 
 
 @dataclass(frozen=True)
+class TerminateResult:
+    """What a terminate got: the ids EC2 reported terminating, and the AWS request id of
+    each batch's answer (the audit store's actions)."""
+
+    instance_ids: tuple[str, ...] = ()
+    request_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PricePoint:
     """One DescribeSpotPriceHistory row (USD per instance-hour, Linux/UNIX)."""
 
@@ -212,9 +221,9 @@ class CloudProvider(Protocol):
         second one. Capacity and quota failures come back in ``errors``, not raised."""
         ...
 
-    async def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+    async def terminate(self, instance_ids: Sequence[str]) -> TerminateResult:
         """Terminate in batches; ids already gone (not found) are not an error. Returns
-        the ids EC2 reported terminating."""
+        the ids EC2 reported terminating and each answered batch's request id."""
         ...
 
     async def untag(self, instances: Sequence[OwnedInstance]) -> None:
