@@ -287,6 +287,7 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         )
         p = Proc(op.pid)
         spy = _profile(args, kind, n, op.pid, "converge", args.timeout)
+        spy_sim = _profile(args, f"sim-{kind}", n, sim.pid, "converge", args.timeout)
         deadline = t0 + args.timeout
         while time.monotonic() < deadline:
             if op.poll() is not None:
@@ -297,9 +298,10 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
                 break
             time.sleep(2.0)
         run.cpu_s_to_ready = round(p.cpu_seconds(), 1)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
-            spy.wait(60)
+        for s in (spy, spy_sim):
+            if s is not None:
+                s.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+                s.wait(60)
         converge = sim_calls(url, calls0)
         run.calls_per_policy_converge = round(len(converge) / n, 3)
         ops: dict[str, int] = {}

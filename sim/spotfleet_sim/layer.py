@@ -63,6 +63,7 @@ class MarketLayer:
     def __init__(
         self, moto_app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]], options: Options
     ) -> None:
+        backend.install_fast_lookups()
         self.moto_app = moto_app
         self.options = options
         self.history = market.PriceHistory.load(options.prices, options.price_region)
