@@ -12,13 +12,14 @@ UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject
 UV := $(BIN)/uv
 IMAGE ?= localhost/spotfleet:dev
 
-.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds docs demo bench image clean rules-test
+.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds dashboard docs demo bench image clean rules-test
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
 	@echo "make test   - set up everything, then lint and run every test tier CI runs"
 	@echo "make lint   - ruff, mypy --strict on both packages, import-linter contracts"
 	@echo "make crds   - regenerate crds/ from the pydantic models"
+	@echo "make dashboard - regenerate the chart's Grafana dashboard with grafana-foundation-sdk"
 	@echo "make bench  - run the benchmarks in bench/ (print figures; never asserted)"
 	@echo "make image  - build the operator image with buildah on a local Debian base (docs/image.md)"
 	@echo "make lock   - re-resolve uv.lock and re-export requirements/*.txt (the only way a dependency changes)"
@@ -72,6 +73,11 @@ test-fast: venv
 crds: venv
 	$(BIN)/python -m spotfleet_operator.api.crdgen --out crds/spotpolicies.spotfleet.dev.yaml
 	$(BIN)/python -m spotfleet_operator.api.docgen --out docs/api.md
+
+# The chart's Grafana dashboard, built by tools/spotfleet_cli/dashboard.py with the locked
+# grafana-foundation-sdk (docs/metrics.md#the-grafana-dashboard).
+dashboard: venv
+	$(BIN)/python -m spotfleet_cli.dashboard --out charts/spotfleet/dashboards/spotfleet.json
 
 # The chart's alerts: promtool check + unit tests on the rules helm renders.
 rules-test: venv

@@ -166,7 +166,31 @@ def test_defaults_render_a_cluster_wide_non_root_operator(tmp_path: Path) -> Non
     assert pod["securityContext"]["runAsUser"] == 65532  # the Dockerfile's user
     assert "useradd --uid 65532" in (support.REPO / "Dockerfile").read_text()
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert one(docs, "ConfigMap")["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # the dashboard for Grafana's sidecar: its label, its folder annotation, the JSON as is
+    cm = one(docs, "ConfigMap")
+    assert cm["metadata"]["name"] == "rel-spotfleet-dashboard"
+    assert cm["metadata"]["namespace"] == "ops"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "spotfleet"}
+    committed = (support.CHART / "dashboards" / "spotfleet.json").read_text()
+    assert cm["data"] == {"spotfleet.json": committed.removesuffix("\n")}
+
+
+def test_the_dashboards_label_folder_and_namespace_are_values(tmp_path: Path) -> None:
+    """Values add to the defaults (Helm merges maps); null removes one."""
+    values = {
+        "dashboards": {
+            "labels": {"team": "platform"},
+            "annotations": {"grafana_folder": "Platform / Spot"},
+            "namespace": "monitoring",
+        }
+    }
+    meta = one(render(tmp_path, values), "ConfigMap")["metadata"]
+    assert meta["namespace"] == "monitoring"
+    assert meta["labels"]["grafana_dashboard"] == "1" and meta["labels"]["team"] == "platform"
+    assert meta["annotations"] == {"grafana_folder": "Platform / Spot"}
+    unfoldered = {"dashboards": {"annotations": {"grafana_folder": None}}}
+    assert "annotations" not in one(render(tmp_path, unfoldered), "ConfigMap")["metadata"]
 
 
 def test_settings_map_to_the_operators_environment(tmp_path: Path) -> None:

