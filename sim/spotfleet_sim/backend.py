@@ -24,6 +24,7 @@ import moto.core.serialize
 import moto.core.utils
 import moto.ec2.models
 import moto.ec2.models.amis
+import moto.ec2.models.elastic_block_store
 import moto.ec2.models.instance_types
 import moto.ec2.models.instances
 import moto.ec2.responses
@@ -316,33 +317,52 @@ def describe_instances_xml(reservations: Sequence[str], next_token: str | None) 
 #
 # moto 5.2.5 creates every instance's root volume through ``get_instance``, which
 # copies every reservation of the region to find one id, and reads the instance's
-# image with ``describe_images(filters={"image-id": ...})``, which tests every AMI:
+# image with ``describe_images(filters={"image-id": ...})``, which tests every AMI,
+# and tags each volume through ``describe_volumes``, which tests every volume:
 # launching N instances costs O(N^2) and about 19 ms per CreateFleet at 2,000
 # instances (py-spy: 36 % of the stand-in cloud's CPU at 300 policies). The same
 # answers, found by id.
 
 _moto_get_instance = moto.ec2.models.instances.InstanceBackend.get_instance
 _moto_describe_images = moto.ec2.models.amis.AmiBackend.describe_images
+_moto_describe_volumes = moto.ec2.models.elastic_block_store.EBSBackend.describe_volumes
 
 
 def _get_instance(self: Any, instance_id: str) -> Any:
-    """moto's ``get_instance`` by an id index: each reservation's instances are indexed
-    when it is first seen or grows; a hit is checked against its reservation."""
+    """moto's ``get_instance`` by an id index: a miss indexes reservations newest first
+    (a launching instance is in the newest) until the id is found; a hit is checked
+    against its reservation; an id in none of them gets moto's own answer."""
     index: dict[str, tuple[str, Any]] = self.__dict__.setdefault("_spotfleet_by_id", {})
-    seen: dict[str, int] = self.__dict__.setdefault("_spotfleet_seen", {})
-    for attempt in range(2):
-        hit = index.get(instance_id)
-        if hit is not None:
-            res = self.reservations.get(hit[0])
-            if res is not None and any(i is hit[1] for i in res.instances):
-                return hit[1]
-        if attempt == 0:
-            for rid, res in list(self.reservations.items()):
-                if seen.get(rid) != len(res.instances):
-                    for inst in res.instances:
-                        index[inst.id] = (rid, inst)
-                    seen[rid] = len(res.instances)
+    hit = index.get(instance_id)
+    if hit is None or not _in_reservation(self, hit):
+        hit = None
+        for rid in reversed(list(self.reservations)):
+            for inst in self.reservations[rid].instances:
+                index[inst.id] = (rid, inst)
+            if instance_id in index and index[instance_id][0] == rid:
+                hit = index[instance_id]
+                break
+    if hit is not None and _in_reservation(self, hit):
+        return hit[1]
     return _moto_get_instance(self, instance_id)  # not there: moto's own error
+
+
+def _in_reservation(self: Any, hit: tuple[str, Any]) -> bool:
+    res = self.reservations.get(hit[0])
+    return res is not None and any(i is hit[1] for i in res.instances)
+
+
+def _describe_volumes(
+    self: Any, volume_ids: list[str] | None = None, filters: Any = None
+) -> list[Any]:
+    """moto's ``describe_volumes``; a lookup for one known id and no filter (what a
+    launch asks for each of its volumes)."""
+    if volume_ids is not None and len(volume_ids) == 1 and not filters:
+        vol = self.volumes.get(volume_ids[0])
+        if vol is not None:
+            return [vol]
+    volumes: list[Any] = _moto_describe_volumes(self, volume_ids, filters)
+    return volumes
 
 
 def _describe_images(
@@ -367,3 +387,4 @@ def install_fast_lookups() -> None:
     """Serve moto's per-launch lookups by id (idempotent; same answers as moto's)."""
     moto.ec2.models.instances.InstanceBackend.get_instance = _get_instance  # type: ignore[method-assign]
     moto.ec2.models.amis.AmiBackend.describe_images = _describe_images  # type: ignore[method-assign]
+    moto.ec2.models.elastic_block_store.EBSBackend.describe_volumes = _describe_volumes  # type: ignore[method-assign]

@@ -47,3 +47,15 @@ def test_describe_images_by_id_filter_is_motos_answer(ec2: Any) -> None:
     assert backend._describe_images(ec2, filters=pattern) == backend._moto_describe_images(
         ec2, filters=pattern
     )
+
+
+def test_describe_volumes_by_one_id_is_motos_answer(ec2: Any) -> None:
+    image = next(iter(ec2.amis))
+    ec2.run_instances(image, 2, None, [], instance_type="t3.micro", is_instance_type_default=True)
+    vols = list(ec2.volumes)
+    assert vols
+    for v in vols:
+        assert backend._describe_volumes(ec2, [v]) == backend._moto_describe_volumes(ec2, [v])
+    assert backend._describe_volumes(ec2, vols) == backend._moto_describe_volumes(ec2, vols)
+    with pytest.raises(moto.ec2.exceptions.InvalidVolumeIdError):
+        backend._describe_volumes(ec2, ["vol-00000000"])
