@@ -65,7 +65,7 @@ lint: venv
 # All tiers CI runs (unit, component, integration, e2e). pytest's exit code 5
 # (no tests collected) is a failure here like any other non-zero code.
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 
 test-fast: venv
 	$(BIN)/pytest -m "not integration and not e2e"

@@ -193,6 +193,17 @@ def test_the_dashboards_label_folder_and_namespace_are_values(tmp_path: Path) ->
     assert "annotations" not in one(render(tmp_path, unfoldered), "ConfigMap")["metadata"]
 
 
+#: what the default values put in the operator's environment
+DEFAULT_ENV = {
+    "SPOTFLEET_RECONCILE_INTERVAL_SECONDS",
+    "SPOTFLEET_METRICS_PORT",
+    "SPOTFLEET_HEALTH_PORT",
+    "SPOTFLEET_LOG_LEVEL",
+    "SPOTFLEET_RISK_MODEL",
+    "SPOTFLEET_DATABASE_URL",
+}
+
+
 def test_settings_map_to_the_operators_environment(tmp_path: Path) -> None:
     docs = render(
         tmp_path,
@@ -223,6 +234,81 @@ def test_settings_map_to_the_operators_environment(tmp_path: Path) -> None:
 
     fields = {config.ENV_PREFIX + n.upper() for n in config.OperatorConfig.model_fields}
     assert set(env) <= fields
+
+
+def test_store_and_job_settings_are_values(tmp_path: Path) -> None:
+    """Unset (null) keeps the operator's default; 0 is a value (retention off)."""
+    values = {
+        "store": {"queueSize": 500, "retentionDays": 0, "riskModelFromStore": True},
+        "jobs": {
+            "priceIngestionMinutes": 5,
+            "priceBackfillHours": 24,
+            "ledgerRollupMinutes": 0,
+            "ledgerLookbackHours": 48,
+            "retentionMinutes": 30,
+            "timeoutSeconds": 120.5,
+        },
+    }
+    env = {e["name"]: e.get("value") for e in container(render(tmp_path, values))["env"]}
+    got = {k: v for k, v in env.items() if k not in DEFAULT_ENV}
+    assert got == {
+        "SPOTFLEET_STORE_QUEUE_SIZE": "500",
+        "SPOTFLEET_STORE_RETENTION_DAYS": "0",
+        "SPOTFLEET_RISK_MODEL_FROM_STORE": "true",
+        "SPOTFLEET_PRICE_INGESTION_MINUTES": "5",
+        "SPOTFLEET_PRICE_BACKFILL_HOURS": "24",
+        "SPOTFLEET_LEDGER_ROLLUP_MINUTES": "0",
+        "SPOTFLEET_LEDGER_LOOKBACK_HOURS": "48",
+        "SPOTFLEET_RETENTION_MINUTES": "30",
+        "SPOTFLEET_JOB_TIMEOUT_SECONDS": "120.5",
+    }
+    # the operator reads each of them as the value given
+    from spotfleet_operator import config
+
+    cfg = config.OperatorConfig.load({}, env=got)
+    assert cfg.store_queue_size == 500 and cfg.store_retention_days == 0
+    assert cfg.risk_model_from_store is True and cfg.job_timeout_seconds == 120.5
+    assert cfg.price_ingestion_minutes == 5 and cfg.ledger_rollup_minutes == 0
+    assert cfg.price_backfill_hours == 24 and cfg.ledger_lookback_hours == 48
+    assert cfg.retention_minutes == 30
+
+
+#: chart value -> the operator setting it maps to
+STORE_VALUES = {
+    "store.queueSize": "store_queue_size",
+    "store.retentionDays": "store_retention_days",
+    "store.riskModelFromStore": "risk_model_from_store",
+    "jobs.priceIngestionMinutes": "price_ingestion_minutes",
+    "jobs.priceBackfillHours": "price_backfill_hours",
+    "jobs.ledgerRollupMinutes": "ledger_rollup_minutes",
+    "jobs.ledgerLookbackHours": "ledger_lookback_hours",
+    "jobs.retentionMinutes": "retention_minutes",
+    "jobs.timeoutSeconds": "job_timeout_seconds",
+}
+
+
+def test_the_defaults_values_yaml_names_are_the_operators() -> None:
+    """values.yaml leaves these null and names the operator's default in brackets."""
+    from spotfleet_operator import config
+
+    named: dict[str, str] = {}
+    section, comment = "", ""
+    for line in (support.CHART / "values.yaml").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            section = line.split(":")[0]
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment += stripped
+        elif stripped.endswith(": ~") and "[" in comment:
+            named[f"{section}.{stripped.split(':')[0]}"] = comment.rsplit("[", 1)[1].split("]")[0]
+            comment = ""
+        else:
+            comment = ""
+    assert set(named) == set(STORE_VALUES)
+    for value, field in STORE_VALUES.items():
+        default = config.OperatorConfig.model_fields[field].default
+        shown = str(default).lower() if isinstance(default, bool) else f"{default:g}"
+        assert named[value] == shown, (value, named[value], default)
 
 
 def test_postgresql_url_comes_from_a_secret(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"serviceMonitor": {"interval": "30"}}, "at '/serviceMonitor/interval'", "pattern"),
     ({"service": {"type": "Ingress"}}, "at '/service/type'", "value must be one of"),
     ({"extraEnv": [{"value": "1"}]}, "at '/extraEnv/0'", "missing property 'name'"),
+    ({"store": {"queueSize": 0}}, "at '/store/queueSize'", "minimum"),
+    ({"store": {"queueSize": "big"}}, "at '/store/queueSize'", "want null or integer"),
+    ({"jobs": {"priceBackfillHours": 3000}}, "at '/jobs/priceBackfillHours'", "maximum"),
+    ({"jobs": {"timeoutSecs": 1}}, "at '/jobs'", "additional properties 'timeoutSecs' not allowed"),
     (
         {"prometheusRule": {"alerts": {"savingsBelowThreshold": {"threshold": 1.5}}}},
         "at '/prometheusRule/alerts/savingsBelowThreshold/threshold'",
@@ -104,7 +108,8 @@ def test_the_schema_describes_every_value_and_its_defaults_pass(tmp_path: Path) 
         node = _node(schema, path)
         assert "type" in node, f"{'.'.join(path)} has no type in values.schema.json"
     # a misspelt key is refused at the top and in every object whose keys are the chart's
-    closed = [(), ("image",), ("watch",), ("metrics",), ("database",), ("serviceMonitor",),
+    closed = [(), ("image",), ("watch",), ("metrics",), ("database",), ("store",), ("jobs",),
+              ("serviceMonitor",),
               ("prometheusRule",), ("prometheusRule", "alerts"),
               ("prometheusRule", "alerts", "capacityBelowTarget")]  # fmt: skip
     for path in closed:
