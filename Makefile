@@ -12,7 +12,7 @@ UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject
 UV := $(BIN)/uv
 IMAGE ?= localhost/spotfleet:dev
 
-.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds dashboard docs demo bench image clean rules-test
+.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds dashboard docs demo bench image kind clean rules-test
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
@@ -22,6 +22,7 @@ help:
 	@echo "make dashboard - regenerate the chart's Grafana dashboard with grafana-foundation-sdk"
 	@echo "make bench  - run the benchmarks in bench/ (print figures; never asserted)"
 	@echo "make image  - build the operator image with buildah on a local Debian base (docs/image.md)"
+	@echo "make kind   - your own kind cluster: the image, both charts, a dry-run policy (hack/kind-up.sh; not run in CI)"
 	@echo "make lock   - re-resolve uv.lock and re-export requirements/*.txt (the only way a dependency changes)"
 
 setup: system-deps venv tools
@@ -92,6 +93,10 @@ bench: venv
 # buildah + a debootstrapped Debian base made here (no registry, no Docker engine).
 image: system-deps
 	IMAGE=$(IMAGE) bash hack/image.sh
+
+# a kind cluster of your own with the image, both charts and a dry-run policy (not run in CI: see the README)
+kind: system-deps
+	IMAGE=$(IMAGE) bash hack/kind-up.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
