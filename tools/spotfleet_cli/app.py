@@ -92,13 +92,24 @@ def evaluate(
         True, help="also score the bundled SkyPilot/Bamboo preemption traces"
     ),
     preemption_horizon: float = typer.Option(24.0, help="SkyPilot preemption horizon, hours"),
+    region: str = typer.Option(
+        None, "--region", help="region of the price rows; default: each file's own"
+    ),
 ) -> None:
-    """Score the model and its baselines (AUC, AP, Brier, calibration) on price history."""
+    """Score the model and its baselines (AUC, AP, Brier, calibration) on price history,
+    overall and on onset rows (no rise in the past 72 h)."""
+    from rich.console import Console
+
+    from spotfleet_cli import inputs
     from spotfleet_cli.commands import risk as risk_cli
 
-    risk_cli.evaluate_command(
-        model, prices, advisor, report, png, nthread, preemption, preemption_horizon
-    )
+    try:
+        risk_cli.evaluate_command(
+            model, prices, advisor, report, png, nthread, preemption, preemption_horizon, region
+        )
+    except (inputs.InputError, ValueError) as exc:  # a file the command cannot score
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command(

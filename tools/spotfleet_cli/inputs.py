@@ -119,6 +119,47 @@ def hours_of(ts: str) -> float:
     return t.timestamp() / 3600.0
 
 
+_ZONE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)[a-z]$")
+
+
+def price_regions(paths: Sequence[Path]) -> set[str]:
+    """The regions of the Linux rows of price CSVs: each row's ``region`` column, else
+    its zone's region (``eu-west-1a`` -> ``eu-west-1``); zones of no known shape are
+    not counted."""
+    found: set[str] = set()
+    for path in paths:
+        for r in csv_rows(path):
+            os_name = r.get("product_description") or r.get("os") or "Linux/UNIX"
+            if not os_name.startswith("Linux"):
+                continue
+            if r.get("region"):
+                found.add(r["region"])
+            elif m := _ZONE.match(r.get("availability_zone", "")):
+                found.add(m.group(1))
+    return found
+
+
+def source_region(paths: Sequence[Path], region: str | None) -> str:
+    """The region to score ``paths`` in: ``region`` when given (InputError when the
+    files hold no row of it), else the files' own single region (InputError when they
+    hold several); us-east-1 when they do not say."""
+    found = price_regions(paths)
+    names = ", ".join(str(p) for p in paths)
+    if region is not None:
+        if found and region not in found:
+            raise InputError(
+                f"{names}: the price rows are in {', '.join(sorted(found))}, not in --region "
+                f"{region}"
+            )
+        return region
+    if len(found) > 1:
+        raise InputError(
+            f"{names}: price rows of several regions ({', '.join(sorted(found))}); "
+            "choose one with --region"
+        )
+    return next(iter(found), "us-east-1")
+
+
 def load_prices(
     paths: Sequence[Path], region: str | None = "us-east-1"
 ) -> tuple[features.PriceEvents, float, float]:

@@ -44,6 +44,21 @@ class Rows:
         return self.select((self.t >= start_h) & (self.t + horizon_h <= end_h))
 
 
+#: the past days an onset row has no rise in (hours, each a :data:`features.DAY_RISE_LAGS`)
+ONSET_QUIET_LAGS: tuple[int, ...] = (24, 48, 72)
+
+
+def onset_mask(rows: Rows, threshold: float) -> npt.NDArray[np.bool_]:
+    """The rows at the possible start of a price rise: in none of the past three days
+    (the ``day_rise`` features of lags 24, 48 and 72 h) did the price rise by
+    ``threshold`` (a fraction: 0.05 is 5 %) or more. Rows without that history (NaN)
+    are not onset rows."""
+    cols = [features.FEATURE_NAMES.index(f"day_rise_{lag}h") for lag in ONSET_QUIET_LAGS]
+    limit = np.log1p(threshold)
+    quiet: npt.NDArray[np.bool_] = np.all(rows.x[:, cols] < limit, axis=1)
+    return quiet
+
+
 def advisor_in_force(snapshots: AdvisorSnapshots, t: float) -> Mapping[str, tuple[int, float]]:
     """The snapshot in force at ``t`` (hours since the epoch) by the engine's one rule,
     :func:`spotfleet_engine.market.snapshot_in_force`: the latest dated at or before

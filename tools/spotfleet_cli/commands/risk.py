@@ -214,8 +214,14 @@ def evaluate_command(
     nthread: int = 2,
     preemption: bool = True,
     preemption_horizon_h: float = 24.0,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """``spotfleet evaluate``: model vs baselines on each price source, JSON report + PNG.
+
+    Each source is scored in ``region`` (default: the source's own region, from its
+    ``region`` column or its zones), with that region's catalog and advisor; overall
+    and on its onset rows (:func:`spotfleet_engine.risk.dataset.onset_mask`: no rise
+    of the label's threshold in the past 72 h), where a rise starts unannounced.
 
     A source that covers the artifact's test window is scored on the test
     window only; any other source (another period) is scored on all its rows.
@@ -261,17 +267,27 @@ def evaluate_command(
         for paths in sources:
             name = _source_name(paths)
             progress.update(task, description=f"evaluating {name[:40]}")
-            rows, first, last = build_source_rows(paths, adv_paths, horizon, threshold)
+            where = inputs.source_region(paths, region)
+            rows, first, last = build_source_rows(
+                paths, adv_paths, horizon, threshold, region=where
+            )
             window = "all rows"
             if first <= split["test_start"] <= last:
                 rows = rows.select(rows.t >= split["test_start"])
                 window = "test weeks (t >= test_start)"
             res = train.evaluate(model, baselines, rows) if rows.y.sum() else {}
+            onset = rows.select(dataset.onset_mask(rows, threshold))
             out["sources"][name] = {
+                "region": where,
                 "window": window,
                 "rows": int(rows.y.size),
                 "positives": int(rows.y.sum()),
                 "results": res,
+                "onset": {
+                    "rows": int(onset.y.size),
+                    "positives": int(onset.y.sum()),
+                    "results": train.evaluate(model, baselines, onset) if onset.y.sum() else {},
+                },
             }
             if res:
                 curves[name] = {
@@ -281,9 +297,18 @@ def evaluate_command(
             progress.advance(task)
     for name, src in out["sources"].items():
         if src["results"]:
-            _print_table(console, f"{name} — {src['window']}", src["results"])
+            _print_table(console, f"{name} ({src['region']}) — {src['window']}", src["results"])
         else:
             console.print(f"{name}: no positive rows, nothing to score")
+        if src["onset"]["results"]:
+            _print_table(
+                console,
+                f"{name} ({src['region']}) — onset rows (no {100 * threshold:g} % rise in the "
+                "past 72 h)",
+                src["onset"]["results"],
+            )
+        else:
+            console.print(f"{name}: no positive onset rows, nothing to score there")
     if preemption:  # the SkyPilot/Bamboo traces (``--no-preemption`` skips them)
         out["preemption_traces"] = evaluate_preemption_traces(
             model, adv_paths, console, preemption_horizon_h
