@@ -99,8 +99,11 @@ COLUMNS = (
     ("shortfall_unit_h", "{:>10s}", "{:10.1f}"),
     ("replacements", "{:>5s}", "{:5d}"),
     ("penalised_cost", "{:>12s}", "{:12.2f}"),
+    ("regret_to_best_baseline_pct", "{:>9s}", "{:+9.3f}"),
+    ("regret_to_oracle_pct", "{:>9s}", "{:+9.3f}"),
 )
-HEADS = ("strategy", "cost $", "OD-equiv $", "sav %", "intr", "short u-h", "repl", "penalised $")
+HEADS = ("strategy", "cost $", "OD-equiv $", "sav %", "intr", "short u-h", "repl", "penalised $",
+         "vs base%", "vs orac%")  # fmt: skip
 
 
 def table(name: str, res: backtest.ReplayResult) -> str:
@@ -110,7 +113,12 @@ def table(name: str, res: backtest.ReplayResult) -> str:
         " ".join(h[1].format(t) for h, t in zip(COLUMNS, HEADS, strict=True)),
     ]
     for r in report.rows(res):
-        lines.append(" ".join(fmt.format(r[key]) for key, _, fmt in COLUMNS))
+        lines.append(
+            " ".join(
+                fmt.format(r[key]) if r[key] is not None else head.format("-")
+                for key, head, fmt in COLUMNS
+            )
+        )
     lines.extend(report.notes(res))  # the advisor snapshot in force, dropped price rows
     cap = report.capture(res)
     if cap is not None:

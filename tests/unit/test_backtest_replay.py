@@ -270,6 +270,18 @@ def test_report_has_every_figure_and_a_sensitivity_table() -> None:
     assert od["savings_pct"] == 0.0 and od["interruptions"] == 0
     for r in doc["strategies"]:
         assert r["penalised_cost"] >= r["cost"] - 1e-6
+    # regret: relative to the best baseline (not spotfleet, not the oracle) and the oracle
+    by = {r["strategy"]: r for r in doc["strategies"]}
+    baselines = [n for n in names if n not in ("spotfleet", "oracle")]
+    best = min(baselines, key=lambda n: by[n]["penalised_cost"])
+    assert by[best]["regret_to_best_baseline_pct"] == 0.0
+    assert all(by[n]["regret_to_best_baseline_pct"] >= 0 for n in baselines)
+    assert by["oracle"]["regret_to_oracle_pct"] == 0.0
+    for r in doc["strategies"]:
+        assert r["regret_to_oracle_pct"] >= -1e-9  # the oracle is never beaten
+        want = 100 * (r["penalised_cost"] / by[best]["penalised_cost"] - 1)
+        cents = 100 * 0.01 / by[best]["penalised_cost"]  # both costs are rounded to cents
+        assert abs(r["regret_to_best_baseline_pct"] - want) <= cents * (1 + want / 100) + 1e-3
     assert len(doc["sensitivity"]) == 9
     assert all(len(s["ranking"]) == 6 for s in doc["sensitivity"])
     assert len(doc["timeline"]["t"]) == 24

@@ -12,6 +12,8 @@ from typing import Any
 
 from spotfleet_engine.backtest import prices, replay
 
+SPOTFLEET = "spotfleet"
+ORACLE = "oracle"
 #: Penalty (hours of on-demand price per reclaimed instance) values the sensitivity table tries.
 SENSITIVITY_PENALTY_HOURS: tuple[float, ...] = (0.0, 1.0, 4.0)
 #: Shortfall multiples (x cheapest on-demand USD per unit-hour) the sensitivity table tries.
@@ -23,10 +25,18 @@ def rows(result: replay.ReplayResult) -> list[dict[str, Any]]:
 
     ``cost`` is what EC2 billed (USD); ``on_demand_equivalent`` the same
     instance-seconds at on-demand prices; ``savings_pct`` 1 - cost/that;
-    ``penalised_cost`` adds the interruption penalty and the shortfall charge.
+    ``penalised_cost`` adds the interruption penalty and the shortfall charge;
+    ``regret_to_best_baseline_pct`` is penalised cost over the best baseline's (every
+    strategy but spotfleet and the oracle) minus 1, in percent, and
+    ``regret_to_oracle_pct`` the same over the oracle's (None without one). A strategy
+    that costs more than all-on-demand shows it here, whatever its savings_pct.
     """
     out: list[dict[str, Any]] = []
     every = [*result.strategies, *([result.oracle] if result.oracle else [])]
+    pen = {s.name: s.penalised(result.scoring, result.ref_unit_od) for s in every}
+    base = [v for k, v in pen.items() if k not in (SPOTFLEET, ORACLE)]
+    best = min(base) if base else None
+    oracle = pen.get(ORACLE) if result.oracle is not None else None
     for s in every:
         out.append(
             {
@@ -39,13 +49,22 @@ def rows(result: replay.ReplayResult) -> list[dict[str, Any]]:
                 "replacements": s.replacements,
                 "voluntary_terminations": s.voluntary_terminations,
                 "failed_launches": s.failed_launches,
-                "penalised_cost": round(s.penalised(result.scoring, result.ref_unit_od), 2),
+                "penalised_cost": round(pen[s.name], 2),
+                "regret_to_best_baseline_pct": _regret(pen[s.name], best),
+                "regret_to_oracle_pct": _regret(pen[s.name], oracle),
             }
         )
     return out
 
 
-def capture(result: replay.ReplayResult, name: str = "spotfleet") -> float | None:
+def _regret(cost: float, reference: float | None) -> float | None:
+    """100 x (cost / reference - 1), rounded to 3 decimals; None without a reference."""
+    if reference is None or reference <= 0:
+        return None
+    return round(100.0 * (cost / reference - 1.0), 3)
+
+
+def capture(result: replay.ReplayResult, name: str = SPOTFLEET) -> float | None:
     """Share (0..1) of the oracle's penalised saving over on-demand-only that
     ``name`` achieves; None without an oracle or an on-demand run."""
     if result.oracle is None:

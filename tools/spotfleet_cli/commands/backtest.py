@@ -74,6 +74,8 @@ def render_table(result: backtest.ReplayResult) -> Table:
         "shortfall unit-h",
         "replacements",
         "penalised $",
+        "vs best baseline %",
+        "vs oracle %",
     ):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in report.rows(result):
@@ -86,8 +88,14 @@ def render_table(result: backtest.ReplayResult) -> Table:
             f"{r['shortfall_unit_h']:.1f}",
             str(r["replacements"]),
             f"{r['penalised_cost']:.2f}",
+            _pct(r["regret_to_best_baseline_pct"]),
+            _pct(r["regret_to_oracle_pct"]),
         )
     return table
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.3f}"
 
 
 def render_sensitivity(result: backtest.ReplayResult) -> Table:
