@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from spotfleet_cli import inputs
+from spotfleet_cli import consoles, inputs
 from spotfleet_engine import backtest, catalog, market, strategies
 from spotfleet_engine.backtest import interruptions, prices, report, traces
 from spotfleet_engine.risk import protocol as risk_protocol
@@ -165,7 +165,7 @@ def command(
     console: Console | None = None,
 ) -> int:
     """Run a backtest; returns the exit code (2 for a usage error)."""
-    con = console or Console()
+    con = console or consoles.console()
     try:
         policy = api.to_engine_policy(inputs.load_policy_manifest(policy_file).spec)
         hist = inputs.load_history(price_files, policy.region)

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from spotfleet_cli import localcluster
+from spotfleet_cli import consoles, localcluster
 from spotfleet_cli.commands import demo_view
 from spotfleet_operator import api, config, runner
 from spotfleet_operator.aws import credentials, ec2, eventing
@@ -451,7 +451,7 @@ def _alive(pid: int) -> bool:
 
 def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``opts.json_out``)."""
-    console = console or Console()
+    console = console or consoles.console()
     demo = Demo(opts, console)
     summary: dict[str, Any] = {}
     error: BaseException | None = None

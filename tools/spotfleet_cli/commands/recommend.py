@@ -23,7 +23,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from spotfleet_cli import inputs
+from spotfleet_cli import consoles, inputs
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import market as market_mod
 from spotfleet_engine import model, planner
@@ -184,9 +184,7 @@ def render(rec: Recommendation, console: Console) -> None:
 
 def command(path: Path, as_json: bool, at: str | None, risk_model: str) -> int:
     """The CLI body: 0 on success (any outcome, Infeasible included), 2 on a usage error."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
+    console = consoles.console()
     try:
         rec = recommend(inputs.load_policy_manifest(path), at, risk_model)
     except RecommendError as exc:

@@ -100,8 +100,9 @@ def to_csv(doc: dict[str, Any]) -> str:
 
 
 def print_table(doc: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from spotfleet_cli import consoles
 
     t = Table(title=f"{doc['policy']}: {doc['from']} .. {doc['to']} (USD)")
     for c in (
@@ -124,7 +125,7 @@ def print_table(doc: dict[str, Any]) -> None:
             str(d["interruptions"]),
             str(d["replacements"]),
         )
-    console = Console()
+    console = consoles.console()
     console.print(t)
     cur = doc["current"]
     if cur:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from spotfleet_cli import inputs
+from spotfleet_cli import consoles, inputs
 from spotfleet_cli.inputs import bundled_path, hours_of, load_prices
 from spotfleet_engine.risk import dataset
 
@@ -100,9 +100,7 @@ def build_source_rows(
 
 
 def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return consoles.console(stderr=True)
 
 
 def train_command(
