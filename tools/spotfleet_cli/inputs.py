@@ -13,7 +13,7 @@ import importlib.resources
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -119,6 +119,11 @@ def hours_of(ts: str) -> float:
     return t.timestamp() / 3600.0
 
 
+def _linux(row: Mapping[str, str]) -> bool:
+    """A price row of Linux/UNIX (rows without a ``product_description``/``os`` are)."""
+    return (row.get("product_description") or row.get("os") or "Linux/UNIX").startswith("Linux")
+
+
 _ZONE = re.compile(r"^([a-z]{2}(?:-gov)?-[a-z]+-\d+)[a-z]$")
 
 
@@ -129,8 +134,7 @@ def price_regions(paths: Sequence[Path]) -> set[str]:
     found: set[str] = set()
     for path in paths:
         for r in csv_rows(path):
-            os_name = r.get("product_description") or r.get("os") or "Linux/UNIX"
-            if not os_name.startswith("Linux"):
+            if not _linux(r):
                 continue
             if r.get("region"):
                 found.add(r["region"])
@@ -172,8 +176,7 @@ def load_prices(
     acc: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for path in paths:
         for r in csv_rows(path):
-            os_name = r.get("product_description") or r.get("os") or "Linux/UNIX"
-            if not os_name.startswith("Linux"):
+            if not _linux(r):
                 continue
             zone = r["availability_zone"]
             if region is not None and r.get("region", region) != region:

@@ -227,7 +227,7 @@ class Ec2:
                 port.LaunchError(pool, e.get("ErrorCode", ""), e.get("ErrorMessage", ""))
                 for e in out.get("Errors", [])
             )
-            rid = str(out.get("ResponseMetadata", {}).get("RequestId", ""))
+            rid = errors.request_id(out)
             return port.LaunchResult(ids, errs, rid)
 
         return await self._call("CreateFleet", run)
@@ -242,9 +242,9 @@ class Ec2:
                     out = self.client().terminate_instances(InstanceIds=batch)
                 except botocore.exceptions.ClientError as e:
                     if errors.classify(e) is errors.ErrorClass.NOT_FOUND:
-                        return [], str(e.response.get("ResponseMetadata", {}).get("RequestId", ""))
+                        return [], errors.request_id(e.response)
                     raise
-                rid = str(out.get("ResponseMetadata", {}).get("RequestId", ""))
+                rid = errors.request_id(out)
                 return [x["InstanceId"] for x in out.get("TerminatingInstances", [])], rid
 
             got, rid = await self._call("TerminateInstances", run)

@@ -11,6 +11,8 @@ everything else is TRANSIENT (retry with backoff, Degraded after N failures).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import botocore.exceptions
 
@@ -104,6 +106,11 @@ def classify(exc: BaseException) -> ErrorClass:
     return ErrorClass.TRANSIENT
 
 
+def request_id(response: Mapping[str, Any]) -> str:
+    """The AWS request id of an answer (a botocore response or error response; "")."""
+    return str((response.get("ResponseMetadata") or {}).get("RequestId", ""))
+
+
 class AwsError(Exception):
     """An AWS failure the operator understands: ``kind`` says how to react.
 
@@ -129,5 +136,5 @@ class AwsError(Exception):
         rid = ""
         if isinstance(exc, botocore.exceptions.ClientError):
             msg = str(exc.response.get("Error", {}).get("Message", "")) or msg
-            rid = str(exc.response.get("ResponseMetadata", {}).get("RequestId", ""))
+            rid = request_id(exc.response)
         return cls(operation, code, msg, classify(exc), rid)
