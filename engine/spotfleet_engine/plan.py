@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from spotfleet_engine import model
@@ -184,6 +184,27 @@ class Plan:
         """Percent of planned capacity on spot."""
         cap = self.capacity
         return 100.0 * self.capacity_by_market.get(model.Market.SPOT, 0.0) / cap if cap else 0.0
+
+    def carried_out(self) -> Plan | None:
+        """The plan as it stands once its launches are done — the same targets, costs
+        and explanation, no actions, outcome ``NoChange`` — when that is known without
+        solving again, else None. Known only for a plan that launches its whole fleet
+        (every target from its launches, nothing running before, no terminations),
+        meets its target, is ``Optimal`` or ``Feasible`` and holds no on-demand
+        fallback: ``planner.decide`` then answers exactly this for the fleet it leads
+        to, up to a hysteresis note (a property test holds the two together). With
+        instances running before, the next decision may scale some of them in."""
+        whole = {a.pool: a.count for a in self.launches} == dict(self.targets)
+        if not (
+            self.launches
+            and whole
+            and not self.terminations
+            and self.outcome in ("Optimal", "Feasible")
+            and self.on_demand_fallback == 0
+            and self.capacity >= self.target
+        ):
+            return None
+        return replace(self, launches=(), terminations=(), outcome="NoChange")
 
     def plan_hash(self) -> str:
         """Stable 16-hex-digit hash of the target counts (idempotency tokens)."""

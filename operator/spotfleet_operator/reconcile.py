@@ -243,6 +243,15 @@ async def _observe_decide_act(
         failure = step.failure
         if not step.avoided or failure is not None or attempt == deps.config.max_replans:
             break
+    if (
+        failure is None
+        and plan is not None
+        and not spec.dry_run
+        and not avoided
+        and not deferred
+        and sorted(launched) == sorted((a.pool, a.count) for a in plan.launches)
+    ):
+        expect_carried_out(ctx, policy, catalog, market, rs, acct, plan)
     if failure is None and not launched and plan is not None and not spec.dry_run:
         # recommended instances go once the fleet without them holds the plan
         retired = await act.retire_recommended(
@@ -303,10 +312,9 @@ async def _decide(
     than ``decision_reuse_seconds``, the same plan is the answer and it is reused
     instead of solved again. A price change in another market (thousands of pools
     change every day) does not make a policy solve again at once; it reaches the plan
-    within ``decision_reuse_seconds`` through the risk model's zone and family features."""
-    unavailable = rs.unavailable.active(ctx.now) | quota_pools(
-        acct.quota_held(ctx.now), policy, market, catalog
-    )
+    within ``decision_reuse_seconds`` through the risk model's zone and family features.
+    After a launch-only plan went through in full (:func:`expect_carried_out`), a fleet
+    holding exactly its targets gets ``Plan.carried_out`` without a new solve."""
     fleet = model.Fleet(
         instances=tuple(
             model.FleetInstance(o.instance_id, o.pool, o.launched_at)
@@ -315,20 +323,17 @@ async def _decide(
         ),
         replacements_last_hour=ctx.ps.replacements_last_hour(ctx.now),
     )
-    # the penalty steers new capacity away from recently interrupted pools; it never
-    # moves what already runs (an interruption terminates nothing else)
-    running = {i.pool for i in fleet.instances}
-    penalties = {p: v for p, v in rs.penalties.at(ctx.now).items() if p not in running}
-    prices = market.inputs_for(candidates.eligible_types(policy, catalog))
-    held = tuple(sorted((p.key(), market.history(p.instance_type, p.zone)) for p in running))
-    inputs = (policy, unavailable, fleet, frozenset(penalties.items()), prices, held)
+    key, unavailable, penalties = _decision_key(
+        ctx, policy, catalog, market, rs, acct, fleet.count_by_pool(), fleet
+    )
     last = ctx.ps.last_decision
     reuse = dt.timedelta(seconds=ctx.deps.config.decision_reuse_seconds)
     if (
         last is not None
         and last.catalog is catalog
         and ctx.now - last.at < reuse
-        and last.inputs == inputs
+        and last.key == key
+        and (last.instances is None or last.instances == fleet.instances)
     ):
         ctx.deps.metrics.decisions_reused.inc()
         return last.plan
@@ -339,8 +344,68 @@ async def _decide(
         ctx.deps.decide_pool, planner.decide, policy, catalog, snap, fleet, risk, ctx.now
     )
     ctx.deps.metrics.decision_duration.observe(time.perf_counter() - t0)
-    ctx.ps.last_decision = state.Decision(catalog, inputs, plan, ctx.now)
+    acts = plan.launches or plan.terminations
+    ctx.ps.last_decision = state.Decision(
+        catalog, key, fleet.instances if acts else None, plan, ctx.now
+    )
     return plan
+
+
+def _decision_key(
+    ctx: Ctx,
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot,
+    rs: state.RegionState,
+    acct: state.AccountState,
+    counts: Mapping[model.Pool, int],
+    fleet: model.Fleet,
+) -> tuple[tuple[Any, ...], frozenset[model.Pool], dict[model.Pool, float]]:
+    """What a decision for a fleet of ``counts`` (pool -> instances) reads, as a value
+    to compare (see :class:`state.Decision`), with the avoided pools and the penalties
+    the planner's market view needs. ``fleet`` gives only the churn budget used."""
+    unavailable = rs.unavailable.active(ctx.now) | quota_pools(
+        acct.quota_held(ctx.now), policy, market, catalog
+    )
+    # the penalty steers new capacity away from recently interrupted pools; it never
+    # moves what already runs (an interruption terminates nothing else)
+    penalties = {p: v for p, v in rs.penalties.at(ctx.now).items() if p not in counts}
+    prices = market.inputs_for(candidates.eligible_types(policy, catalog))
+    held = tuple(sorted((p.key(), market.history(p.instance_type, p.zone)) for p in counts))
+    key = (
+        policy,
+        unavailable,
+        tuple(sorted(counts.items())),
+        fleet.replacements_last_hour,
+        frozenset(penalties.items()),
+        prices,
+        held,
+    )
+    return key, unavailable, penalties
+
+
+def expect_carried_out(
+    ctx: Ctx,
+    policy: model.Policy,
+    catalog: catalog_mod.Catalog,
+    market: market_mod.MarketSnapshot,
+    rs: state.RegionState,
+    acct: state.AccountState,
+    plan: plan_mod.Plan,
+) -> None:
+    """Record that ``plan``, every launch of it done, was carried out: when
+    ``plan.carried_out()`` knows the next decision (a plan that launches a whole fleet;
+    a property test in the engine holds the planner to it), a fleet holding exactly the
+    targets with nothing else changed gets it, so the reconcile that first sees the new
+    instances does not solve again. Keeps the original decision's time, so the reuse
+    window does not grow."""
+    last = ctx.ps.last_decision
+    done = plan.carried_out()
+    if last is None or last.plan is not plan or done is None:
+        return
+    fleet = model.Fleet(replacements_last_hour=ctx.ps.replacements_last_hour(ctx.now))
+    key, _, _ = _decision_key(ctx, policy, catalog, market, rs, acct, plan.targets, fleet)
+    ctx.ps.last_decision = state.Decision(catalog, key, None, done, last.at)
 
 
 def quota_pools(

@@ -219,9 +219,13 @@ class Decision:
     """A policy's last decision and what it was made from (reused while nothing changed)."""
 
     catalog: catalog_mod.Catalog  # compared by identity
-    #: (engine policy, avoided pools, fleet, penalties, the market's prices and advisor
-    #: for the pools the policy may use or runs in): compared by value
-    inputs: tuple[Any, ...]
+    #: (engine policy, avoided pools, the fleet's instances per pool, its churn budget
+    #: used, penalties, the market's prices and advisor for the pools the policy may use
+    #: or runs in): compared by value
+    key: tuple[Any, ...]
+    #: the fleet's instances the plan was made for (its terminations name them); None
+    #: for a plan without actions, which holds for any instances matching ``key``
+    instances: tuple[model.FleetInstance, ...] | None
     plan: plan_mod.Plan
     at: dt.datetime
 

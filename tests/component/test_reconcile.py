@@ -149,19 +149,42 @@ async def test_an_unchanged_decision_is_reused_and_a_change_is_solved() -> None:
     fake = FakeEc2(MARKET_TIME)
     deps = make_deps(fake, cfg=make_config(market_cache_seconds=600, fleet_sweep_seconds=0))
     body = policy()
-    r = await reconcile.run(body, deps, NOW)
+    first = await reconcile.run(body, deps, NOW)
+    body = with_status(body, first)
+    assert first.plan is not None and first.plan.launches and _reused(deps) == 0
+    # the fleet grew by exactly the plan's launches: the plan carried out, not a new solve
+    r = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=1))
     body = with_status(body, r)
-    r = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=1))  # the fleet grew: solved
-    body = with_status(body, r)
-    assert _reused(deps) == 0
+    assert _reused(deps) == 1 and r.plan is not None
+    assert r.plan == first.plan.carried_out() and r.plan.outcome == "NoChange"
+    assert cond(r.status, "Ready")["status"] == "True"
     again = await reconcile.run(body, deps, NOW + dt.timedelta(minutes=2))
-    assert _reused(deps) == 1 and again.plan is r.plan  # nothing changed: the same plan
+    assert _reused(deps) == 2 and again.plan is r.plan  # nothing changed: the same plan
     gone = next(iter(fake.running()))
     gone.state = "terminated"  # the fleet changed behind our back
     after = await reconcile.run(with_status(body, again), deps, NOW + dt.timedelta(minutes=3))
-    assert _reused(deps) == 1 and after.plan is not None and after.plan.launches
+    assert _reused(deps) == 2 and after.plan is not None and after.plan.launches
     late = await reconcile.run(with_status(body, after), deps, NOW + dt.timedelta(minutes=30))
     assert late.plan is not None and late.plan is not after.plan  # too old to reuse
+
+
+async def test_a_launch_that_went_elsewhere_is_decided_again() -> None:
+    """Only a launch-only plan carried out in full skips the next solve: when a pool was
+    out of capacity and the reconcile re-planned around it, the next reconcile solves."""
+    probe = FakeEc2(MARKET_TIME)
+    planned = await reconcile.run(policy(), make_deps(probe), NOW)
+    assert planned.plan is not None
+    dry = next(p for p in planned.plan.targets if p.market is model.Market.SPOT)
+    fake = FakeEc2(MARKET_TIME)
+    fake.unavailable.add(dry)
+    deps = make_deps(fake, cfg=make_config(market_cache_seconds=600, fleet_sweep_seconds=0))
+    body = policy()
+    r = await reconcile.run(body, deps, NOW)
+    assert r.plan is not None and dry not in r.plan.targets  # re-planned in the reconcile
+    assert r.plan.capacity >= r.plan.target
+    fake.unavailable.clear()
+    nxt = await reconcile.run(with_status(body, r), deps, NOW + dt.timedelta(minutes=1))
+    assert _reused(deps) == 0 and nxt.plan is not None and not nxt.plan.launches
 
 
 async def test_a_price_move_elsewhere_reuses_the_decision_and_one_it_may_use_solves() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -338,6 +339,61 @@ def test_fast_path_gives_the_plan_of_the_three_milps(data: st.DataObject) -> Non
     assert fast.terminations == slow.terminations
     assert fast.binding_constraint == slow.binding_constraint
     assert fast.binding == slow.binding
+
+
+@given(data=st.data())
+@SETTINGS
+def test_a_plan_carried_out_is_what_the_next_decision_says(data: st.DataObject) -> None:
+    """The operator skips the decision after a plan that launches a whole fleet went
+    through in full (``Plan.carried_out``): for the fleet it leads to, on the same
+    market, ``decide`` must answer the same targets, outcome, costs, capacity, binding
+    and chosen pools, with no actions; only a hysteresis note may be added (with tied
+    optima the kept fleet is explained). With instances running before, it says
+    nothing (found here: a kept instance the next decision scales in)."""
+    cat, snap = data.draw(worlds())
+    pol = data.draw(policies(cat))
+    fleet = data.draw(fleets(cat, snap)) if data.draw(st.booleans()) else model.Fleet()
+    first = planner.decide(pol, cat, snap, fleet, RISK, NOW)
+    done = first.carried_out()
+    if fleet.instances:
+        assert done is None
+        return
+    if done is None:
+        assert (
+            not first.launches
+            or first.terminations
+            or first.outcome not in ("Optimal", "Feasible")
+            or first.on_demand_fallback > 0
+            or first.capacity < pol.target
+        )
+        event("not a plan that launches a whole fleet and meets its target")
+        return
+    after = model.Fleet(
+        tuple(
+            model.FleetInstance(f"i-new-{a.pool.key()}-{k}", a.pool, NOW)
+            for a in first.launches
+            for k in range(a.count)
+        )
+    )
+    assert dict(Counter(i.pool for i in after.instances)) == dict(first.targets)
+    again = planner.decide(pol, cat, snap, after, RISK, NOW)
+    event(f"carried out: {again.outcome}")
+    assert again.launches == again.terminations == ()
+    assert (
+        (again.outcome, again.targets)
+        == (done.outcome, done.targets)
+        == ("NoChange", first.targets)
+    )
+    assert again.cost_per_hour == pytest.approx(done.cost_per_hour, rel=1e-12)
+    assert again.expected_cost_per_hour == pytest.approx(done.expected_cost_per_hour, rel=1e-12)
+    assert again.capacity_by_market == done.capacity_by_market
+    assert (again.binding, again.binding_constraint) == (done.binding, done.binding_constraint)
+    assert again.explanation.chosen == done.explanation.chosen
+    assert set(done.explanation.notes) <= set(again.explanation.notes)
+    assert all(
+        n.startswith("kept running capacity")
+        for n in set(again.explanation.notes) - set(done.explanation.notes)
+    )
 
 
 def one_vcpu_world(
