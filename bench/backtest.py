@@ -101,9 +101,14 @@ COLUMNS = (
     ("penalised_cost", "{:>12s}", "{:12.2f}"),
     ("regret_to_best_baseline_pct", "{:>9s}", "{:+9.3f}"),
     ("regret_to_oracle_pct", "{:>9s}", "{:+9.3f}"),
+    ("moves", "{:>5s}", "{:5d}"),
+    ("moves_paid_back_pct", "{:>6s}", "{:6.1f}"),
+    ("move_payback_usd", "{:>10s}", "{:+10.2f}"),
 )
 HEADS = ("strategy", "cost $", "OD-equiv $", "sav %", "intr", "short u-h", "repl", "penalised $",
-         "vs base%", "vs orac%")  # fmt: skip
+         "vs base%", "vs orac%", "moves", "paid %", "payback $")  # fmt: skip
+#: Per-strategy keys of the JSON's "strategies" dicts and of ``--seeds``' per-seed dicts.
+MOVE_KEYS = ("moves", "moves_paid_back_pct", "move_payback_usd")
 
 
 def table(name: str, res: backtest.ReplayResult) -> str:
@@ -168,11 +173,18 @@ def goals(res: backtest.ReplayResult) -> dict[str, Any]:
     cheaper = all(sf.penalised(sc, ref) < res.by_name(n).penalised(sc, ref) for n in aws)
     co = res.by_name("capacity-optimized").interruptions
     cap = report.capture(res)
+    paid = 1.0 if sf.moves == 0 else sf.moves_paid_back / sf.moves
     return {
         "penalised_below_every_aws_baseline": cheaper,
         "interruptions_le_co_plus_10pct": sf.interruptions <= co * 1.10,
         "oracle_capture": None if cap is None else round(cap, 4),
         "oracle_capture_ge_90pct": cap is not None and cap >= 0.90,
+        # voluntary moves (replay module doc: realised payback over the horizon)
+        "spotfleet_moves": sf.moves,
+        "spotfleet_moves_paid_back_pct": None if sf.moves == 0 else round(100 * paid, 2),
+        "spotfleet_move_payback_usd": round(sf.move_payback_usd, 2),
+        "moves_paid_back_ge_80pct": paid >= 0.80,
+        "move_payback_sum_positive": sf.moves == 0 or sf.move_payback_usd > 0.0,
     }
 
 
@@ -189,6 +201,7 @@ def seeds(policy_name: str, seed_list: list[int], days: float | None) -> int:
                 "penalised_cost": r["penalised_cost"],
                 "interruptions": r["interruptions"],
             }
+            | {k: r[k] for k in MOVE_KEYS}
             for r in report.rows(res)
         } | {"goals": goals(res)}
     out["mean"] = seed_means(out["seeds"])
@@ -197,14 +210,22 @@ def seeds(policy_name: str, seed_list: list[int], days: float | None) -> int:
 
 
 def seed_means(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Per strategy, the mean penalised cost and interruptions over the seeds, and the
-    goals read on those means (the expectation the single standard seed samples once)."""
+    """Per strategy, the mean penalised cost, interruptions, moves and move payback sum
+    over the seeds (None where a seed has none: the oracle's moves), and the goals read
+    on those means (the expectation the single standard seed samples once)."""
     names = [n for n in next(iter(per_seed.values())) if n != "goals"]
     n = len(per_seed)
-    mean = {
+
+    def avg(name: str, key: str) -> float | None:
+        vals = [s[name].get(key) for s in per_seed.values()]
+        if any(v is None for v in vals):
+            return None
+        return round(sum(vals) / n, 2)
+
+    mean: dict[str, Any] = {
         name: {
-            key: round(sum(s[name][key] for s in per_seed.values()) / n, 2)
-            for key in ("penalised_cost", "interruptions")
+            key: avg(name, key)
+            for key in ("penalised_cost", "interruptions", "moves", "move_payback_usd")
         }
         for name in names
     }
@@ -283,6 +304,7 @@ def main() -> int:
                         "interruptions",
                         "shortfall_unit_h",
                         "penalised_cost",
+                        *MOVE_KEYS,
                     )
                 }
                 for r in report.rows(res)

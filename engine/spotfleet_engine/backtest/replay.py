@@ -11,6 +11,28 @@ taking its share of the instances held there; reclaimed capacity is missing
 until the next decision (counted in unit-hours below the target). Billing is
 per second at the real price path; a reclaimed instance pays until its
 reclaim.
+
+Move payback. A *move* is one decision of one strategy at which it terminated at
+least one instance for a reason other than ``scale-in`` (a rebalance or
+consolidation: ``voluntary_terminations`` counts those instances, ``moves`` the
+decisions). Its realised payback is measured after the replay, over the window
+``[t0, min(t0 + policy.horizon_hours, end of the replay grid)]`` (a move late in
+the replay is still counted, over the shortened window):
+
+- counterfactual: what keeping every instance it removed in its old pool would
+  have cost over the window at the real price path (spot: the pool's price
+  curve; on-demand: its on-demand price x hours);
+- replacement: what the instances launched at the same decision cost over the
+  same window, scaled to the moved capacity by ``min(1, M / L)`` (M: units
+  removed, L: units launched; a move that launched nothing costs 0 here);
+- switching: :data:`spotfleet_engine.hysteresis.SWITCH_HOURS` x the replacement
+  instances' price at ``t0`` (USD/h, scaled the same way): the new instances' boot
+  time, billed without useful work, the same assumption the planner makes;
+- payback = counterfactual - replacement - switching (USD); the move *pays back*
+  when payback > 0.
+
+It measures the price decision only: later reclaims of either side (the old
+pool's or the new one's) are ignored here; the penalised cost scores those.
 """
 
 from __future__ import annotations
@@ -25,8 +47,8 @@ import numpy.typing as npt
 
 from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
+from spotfleet_engine import hysteresis, model, strategies
 from spotfleet_engine import market as market_mod
-from spotfleet_engine import model, strategies
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.backtest import interruptions as intr
 from spotfleet_engine.backtest import oracle as oracle_mod
@@ -62,6 +84,14 @@ class StrategyResult:
     replacements: int = 0
     voluntary_terminations: int = 0
     failed_launches: int = 0
+    #: decisions with a voluntary termination (see the module doc: move payback)
+    moves: int = 0
+    #: moves whose realised payback over the horizon is > 0
+    moves_paid_back: int = 0
+    #: sum of the moves' realised paybacks (USD)
+    move_payback_usd: float = 0.0
+    #: each move's realised payback (USD), in decision order
+    move_paybacks: list[float] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     billed_k: list[float] = field(default_factory=list)
     lost_od_k: list[float] = field(default_factory=list)
@@ -137,6 +167,8 @@ class _Fleet:
         self.spot_n = np.zeros(len(universe.spot), dtype=np.float64)
         self.counter = 0
         self.voluntary: list[tuple[int, int]] = []  # (epoch s, count)
+        # (epoch s, pools removed voluntarily, pools launched), each pool -> count
+        self.moves: list[tuple[int, dict[model.Pool, int], dict[model.Pool, int]]] = []
         self._snapshot: model.Fleet | None = None
 
     def fleet(self, now: int) -> model.Fleet:
@@ -299,6 +331,17 @@ def run(
             )
         if progress is not None:
             progress(k + 1, n_dec)
+    grid_end = int(grid[-1])
+    horizon_s = round(policy.horizon_hours * 3600.0)
+    for fl, res in zip(fleets, results, strict=True):
+        for t_move, removed, launched in fl.moves:
+            t_end = min(t_move + horizon_s, grid_end)
+            pay = move_payback(u, fl.index, t_move, t_end, removed, launched, weight, od_price)
+            res.moves += 1
+            if pay > 0.0:
+                res.moves_paid_back += 1
+            res.move_payback_usd += pay
+            res.move_paybacks.append(pay)
     return ReplayResult(
         policy=policy,
         start=start,
@@ -344,12 +387,17 @@ def _apply(
     record: bool,
 ) -> None:
     voluntary = 0
+    removed: dict[model.Pool, int] = {}
+    launched: dict[model.Pool, int] = {}
     for term in plan.terminations:
-        if fl.remove(term.instance_id) is not None and term.reason != "scale-in":
+        pool = fl.remove(term.instance_id)
+        if pool is not None and term.reason != "scale-in":
             voluntary += 1
+            removed[pool] = removed.get(pool, 0) + 1
     if voluntary:
         fl.voluntary.append((t0, voluntary))
         res.voluntary_terminations += voluntary
+        fl.moves.append((t0, removed, launched))  # launched is filled below
     for la in plan.launches:
         if la.count <= 0:
             continue
@@ -358,6 +406,7 @@ def _apply(
             res.failed_launches += la.count
             continue
         fl.launch(la.pool, la.count, now)
+        launched[la.pool] = launched.get(la.pool, 0) + la.count
         if k > 0:
             res.replacements += la.count
     if record:
@@ -366,6 +415,46 @@ def _apply(
             + [f"-{t.instance_id}" for t in plan.terminations]
         )
         res.actions.append((k, acts))
+
+
+def move_payback(
+    u: prices_mod.Universe,
+    index: Mapping[model.Pool, int],
+    t0: int,
+    t1: int,
+    removed: Mapping[model.Pool, int],
+    launched: Mapping[model.Pool, int],
+    weight: Callable[[str], float],
+    od_price: Callable[[str], float],
+) -> float:
+    """Realised payback (USD) of a move at ``t0`` over ``[t0, t1]``: the real cost of
+    keeping ``removed`` minus the real cost of ``launched`` scaled to the moved
+    capacity, minus the switching cost (see the module doc). ``index``: spot pool ->
+    its row in ``u`` (on-demand pools are absent)."""
+    hours = (t1 - t0) / 3600.0
+
+    def cost(pool: model.Pool) -> float:
+        i = index.get(pool)
+        if i is None:  # on-demand
+            return od_price(pool.instance_type) * hours
+        return u.curves[i].cost(t0, t1)
+
+    def price(pool: model.Pool) -> float:
+        i = index.get(pool)
+        if i is None:
+            return od_price(pool.instance_type)
+        p = u.curves[i].price_at(t0)
+        return 0.0 if p is None else p
+
+    kept = sum(n * cost(p) for p, n in removed.items())
+    moved_units = sum(n * weight(p.instance_type) for p, n in removed.items())
+    new_units = sum(n * weight(p.instance_type) for p, n in launched.items())
+    if new_units <= 0:
+        return kept
+    scale = min(1.0, moved_units / new_units)
+    replacement = scale * sum(n * cost(p) for p, n in launched.items())
+    switching = scale * hysteresis.SWITCH_HOURS * sum(n * price(p) for p, n in launched.items())
+    return kept - replacement - switching
 
 
 def _bill(

@@ -30,6 +30,10 @@ def rows(result: replay.ReplayResult) -> list[dict[str, Any]]:
     strategy but spotfleet and the oracle) minus 1, in percent, and
     ``regret_to_oracle_pct`` the same over the oracle's (None without one). A strategy
     that costs more than all-on-demand shows it here, whatever its savings_pct.
+    ``moves`` counts the decisions with a voluntary termination, ``moves_paid_back_pct``
+    the percent of them whose realised payback over the horizon was > 0 (None without
+    moves) and ``move_payback_usd`` the sum of those paybacks (see
+    :mod:`spotfleet_engine.backtest.replay`); all three are None for the oracle.
     """
     out: list[dict[str, Any]] = []
     every = [*result.strategies, *([result.oracle] if result.oracle else [])]
@@ -52,9 +56,22 @@ def rows(result: replay.ReplayResult) -> list[dict[str, Any]]:
                 "penalised_cost": round(pen[s.name], 2),
                 "regret_to_best_baseline_pct": _regret(pen[s.name], best),
                 "regret_to_oracle_pct": _regret(pen[s.name], oracle),
+                **_moves(s, s is result.oracle),
             }
         )
     return out
+
+
+def _moves(s: replay.StrategyResult, is_oracle: bool) -> dict[str, Any]:
+    """The move-payback columns of one row (None for the oracle, which does not move)."""
+    if is_oracle:
+        return {"moves": None, "moves_paid_back_pct": None, "move_payback_usd": None}
+    pct = None if s.moves == 0 else round(100.0 * s.moves_paid_back / s.moves, 2)
+    return {
+        "moves": s.moves,
+        "moves_paid_back_pct": pct,
+        "move_payback_usd": round(s.move_payback_usd, 2),
+    }
 
 
 def _regret(cost: float, reference: float | None) -> float | None:

@@ -76,6 +76,9 @@ def render_table(result: backtest.ReplayResult) -> Table:
         "penalised $",
         "vs best baseline %",
         "vs oracle %",
+        "moves",
+        "paid back %",
+        "move payback $",
     ):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for r in report.rows(result):
@@ -90,6 +93,9 @@ def render_table(result: backtest.ReplayResult) -> Table:
             f"{r['penalised_cost']:.2f}",
             _pct(r["regret_to_best_baseline_pct"]),
             _pct(r["regret_to_oracle_pct"]),
+            "-" if r["moves"] is None else str(r["moves"]),
+            "-" if r["moves_paid_back_pct"] is None else f"{r['moves_paid_back_pct']:.1f}",
+            "-" if r["move_payback_usd"] is None else f"{r['move_payback_usd']:+.2f}",
         )
     return table
 
