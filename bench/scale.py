@@ -318,6 +318,8 @@ def one_run(kind: str, n: int, args: argparse.Namespace, root: Path) -> Run:
         steady = sim_calls(url, idle0_calls)
         reconciles = n * args.idle_seconds / args.interval
         run.calls_per_policy_per_reconcile_steady = round(len(steady) / reconciles, 3)
+        if kind != "noop":  # decisions, reconciles, kube requests and store rows it counted
+            run.operator_metrics = scrape(metrics_port)
         run.peak_rss_mb = round(p.peak_rss_mb(), 1)
         run.sim_cpu_s = round(Proc(sim.pid).cpu_seconds(), 1)
         events = api.list_all("/api/v1/events")

