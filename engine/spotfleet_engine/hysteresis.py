@@ -8,11 +8,14 @@
 2. The *kept* plan is the MILP with every remaining running count as a lower
    bound; the *moved* plan may give up at most ``maxReplacementsPerHour -
    fleet.replacements_last_hour`` running instances (:func:`settle`).
-3. The moved plan is taken only when ``rebalanceEnabled`` and it saves more than
-   ``minSavingsPercent`` of the kept plan's expected cost over the horizon after
-   paying :data:`SWITCH_HOURS` of price per replaced instance
-   (:func:`worth_moving`); when the kept plan violates the policy the moved plan
-   is taken regardless; when neither is valid there is no plan.
+3. The moved plan is taken only when ``rebalanceEnabled`` and, over the horizon and
+   after paying :data:`SWITCH_HOURS` of price per replaced instance, it saves more
+   than ``minSavingsPercent`` of the expected cost of the instances it replaces
+   (:func:`worth_moving`). The threshold is per replaced instance, not per fleet: a
+   move the churn limit spreads over several hours is judged hour by hour on what
+   that hour replaces, so its later parts are not held to the whole fleet's cost.
+   When the kept plan violates the policy the moved plan is taken regardless; when
+   neither is valid there is no plan.
 
 Fast paths (exact): a running fleet that meets every constraint on its own is the
 kept plan without a MILP (:func:`kept_if_feasible`), and the moved MILP is
@@ -22,6 +25,7 @@ skipped when the fresh optimum proves no move can pass ``minSavingsPercent``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -130,14 +134,19 @@ def move_bound(
     it (:func:`worth_moving` would say no to any churn-limited plan), else None.
 
     ``fresh`` solved to optimality within MIP_REL_GAP bounds every plan below by
-    ``fresh.objective x (1 - MIP_REL_GAP)``; a move replaces at least one running
-    instance, paying at least SWITCH_HOURS of the cheapest running pool's price."""
-    if anchored.status != "optimal" or fresh.status != "optimal" or not kept:
+    ``fresh.objective x (1 - MIP_REL_GAP)``. A move replaces at least one running
+    instance and must, per replaced instance ``i``, cover SWITCH_HOURS of its price
+    plus minSavingsPercent of its expected cost over the horizon, so it needs a
+    saving above the smallest such sum over the running pools."""
+    running = [i for i, n in kept.items() if n > 0]
+    if anchored.status != "optimal" or fresh.status != "optimal" or not running:
         return None
     lower = fresh.objective * (1.0 - milp.MIP_REL_GAP)
-    switch = SWITCH_HOURS * min(float(c.price[i]) for i in kept)
-    best = (anchored.objective - lower) * policy.horizon_hours - switch
-    if best > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours:
+    hours, share = policy.horizon_hours, policy.min_savings_pct / 100.0
+    least = min(
+        SWITCH_HOURS * float(c.price[i]) + share * float(c.cost[i]) * hours for i in running
+    )
+    if (anchored.objective - lower) * hours > least:
         return None
     return lower
 
@@ -147,6 +156,31 @@ def pct(old: float, new: float) -> float:
     return 100.0 * (old - new) / old if old > 0 else 0.0
 
 
+def replaced(kept: Mapping[int, int], moved: milp.Solution) -> list[tuple[int, int]]:
+    """(candidate index, instances) of the running ``kept`` counts ``moved`` gives up."""
+    return [(i, cnt - moved.x.get(i, 0)) for i, cnt in kept.items() if moved.x.get(i, 0) < cnt]
+
+
+def move_saving_pct(
+    policy: model.Policy,
+    c: cand_mod.Candidates,
+    kept: Mapping[int, int],
+    anchored: milp.Solution,
+    moved: milp.Solution,
+) -> float | None:
+    """Percent of the replaced instances' expected cost over the horizon that ``moved``
+    saves against ``anchored`` after paying SWITCH_HOURS of price per replaced
+    instance (negative when it does not pay); None when it replaces nothing."""
+    gone = replaced(kept, moved)
+    if not gone:
+        return None
+    hours = policy.horizon_hours
+    switch = SWITCH_HOURS * sum(float(c.price[i]) * n for i, n in gone)
+    base = sum(float(c.cost[i]) * n for i, n in gone) * hours
+    saving = (anchored.objective - moved.objective) * hours - switch
+    return 100.0 * saving / base if base > 0 else math.inf if saving > 0 else -math.inf
+
+
 def worth_moving(
     policy: model.Policy,
     c: cand_mod.Candidates,
@@ -154,14 +188,9 @@ def worth_moving(
     anchored: milp.Solution,
     moved: milp.Solution,
 ) -> bool:
-    """True when ``moved`` saves more than minSavingsPercent of ``anchored`` over the
-    horizon, after paying SWITCH_HOURS of price per replaced instance."""
-    replaced = [(i, cnt - moved.x.get(i, 0)) for i, cnt in kept.items() if moved.x.get(i, 0) < cnt]
-    if not replaced:
-        return False
-    switch = SWITCH_HOURS * sum(float(c.price[i]) * n for i, n in replaced)
-    saving = (anchored.objective - moved.objective) * policy.horizon_hours - switch
-    return saving > policy.min_savings_pct / 100.0 * anchored.objective * policy.horizon_hours
+    """True when :func:`move_saving_pct` exceeds minSavingsPercent."""
+    saved = move_saving_pct(policy, c, kept, anchored, moved)
+    return saved is not None and saved > policy.min_savings_pct
 
 
 @dataclass(frozen=True)
@@ -218,14 +247,16 @@ def settle(
         return Settled(moved, tuple(notes), replacements_left)
     if not degraded and moved is not None and worth_moving(policy, c, kept, anchored, moved):
         notes.append(
-            f"rebalance saves {pct(anchored.objective, moved.objective):.1f}% "
-            f"> minSavingsPercent {policy.min_savings_pct:g}"
+            f"rebalance saves {move_saving_pct(policy, c, kept, anchored, moved):.1f}% of the "
+            f"replaced instances' cost ({pct(anchored.objective, moved.objective):.1f}% of "
+            f"the fleet's) > minSavingsPercent {policy.min_savings_pct:g}"
         )
         return Settled(moved, tuple(notes), replacements_left)
     if not degraded and moved is not None and moved.objective < anchored.objective - 1e-12:
         notes.append(
             f"kept running capacity: moving saves "
-            f"{pct(anchored.objective, moved.objective):.2f}%, not more than "
-            f"minSavingsPercent {policy.min_savings_pct:g} after switching costs"
+            f"{pct(anchored.objective, moved.objective):.2f}% of the fleet's cost, not more "
+            f"than minSavingsPercent {policy.min_savings_pct:g} of the replaced instances' "
+            f"after switching costs"
         )
     return Settled(anchored, tuple(notes), replacements_left)

@@ -465,6 +465,34 @@ def test_churn_limit_caps_replacements(cat: catalog.Catalog, snap: market.Market
     assert not any(t.reason == "rebalance" for t in disabled.terminations)
 
 
+def test_a_move_the_churn_limit_spreads_over_hours_starts_this_hour(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """A move needing more replacements than one hour allows takes this hour's part:
+    minSavingsPercent is judged against the replaced instances' cost, not the whole
+    fleet's (before: each hour's part was held to the whole fleet's cost, failed it
+    every hour and the fleet never moved; found by the backtest, gp-64vcpu on m4.large)."""
+    pol0 = policy(target=64, min_savings_pct=10.0, max_replacements_per_hour=1000)
+    worse, best = _worse_fleet(cat, snap, pol0, 1.6)
+    n_running = sum(worse.values())
+    limit = max(1, n_running // 3)
+    pol = replace(pol0, max_replacements_per_hour=limit)
+    current = expected_cost(cat, snap, pol, worse)
+    full_saving = 1.0 - best.expected_cost_per_hour / current
+    assert full_saving > 0.10 + 0.05  # the whole move passes minSavingsPercent ...
+    p = decide(pol, cat, snap, fleet_of(worse))
+    moved = [t for t in p.terminations if t.reason == "rebalance"]
+    assert len(moved) == limit  # ... so this hour's part goes, at the churn limit
+    after = expected_cost(cat, snap, pol, dict(p.targets))
+    step_saving = 1.0 - after / current
+    assert 0.0 < step_saving < 0.10  # below the threshold as a share of the fleet ...
+    assert any("of the replaced instances' cost" in n for n in p.explanation.notes)
+    unlimited = decide(pol0, cat, snap, fleet_of(worse))
+    assert unlimited.expected_cost_per_hour <= p.expected_cost_per_hour + 1e-12
+    strict = decide(replace(pol, min_savings_pct=90.0), cat, snap, fleet_of(worse))
+    assert not any(t.reason == "rebalance" for t in strict.terminations)  # ... not of them
+
+
 def test_scale_in_terminates_most_expensive_first_and_keeps_base(
     cat: catalog.Catalog, snap: market.MarketSnapshot
 ) -> None:

@@ -410,8 +410,10 @@ class Rebalance(base.ApiModel):
         ge=0,
         le=100,
         description=(
-            "A move happens only when it saves at least this percent (0-100) of the current "
-            "cost over the planning horizon, after switching costs."
+            "A move happens only when it saves more than this percent (0-100) of the "
+            "replaced instances' expected cost over the planning horizon, after switching "
+            "costs. Per replaced instance, not per fleet: a move spread over several hours "
+            "by maxReplacementsPerHour is judged on what each hour replaces."
         ),
     )
     max_replacements_per_hour: int = pydantic.Field(
