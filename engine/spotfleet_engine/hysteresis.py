@@ -11,7 +11,7 @@
 3. The moved plan is taken only when ``rebalanceEnabled`` and, over the horizon and
    after paying :data:`SWITCH_HOURS` of price per replaced instance, it saves more
    than ``minSavingsPercent`` of the expected cost of the instances it replaces
-   (:func:`worth_moving`). The threshold is per replaced instance, not per fleet: a
+   (:func:`move_saving_pct`). The threshold is per replaced instance, not per fleet: a
    move the churn limit spreads over several hours is judged hour by hour on what
    that hour replaces, so its later parts are not held to the whole fleet's cost.
    When the kept plan violates the policy the moved plan is taken regardless; when
@@ -131,7 +131,8 @@ def move_bound(
     fresh: milp.Solution,
 ) -> float | None:
     """A lower bound of every plan's objective when it proves that no move can be worth
-    it (:func:`worth_moving` would say no to any churn-limited plan), else None.
+    it (no churn-limited plan's :func:`move_saving_pct` can exceed minSavingsPercent),
+    else None.
 
     ``fresh`` solved to optimality within MIP_REL_GAP bounds every plan below by
     ``fresh.objective x (1 - MIP_REL_GAP)``. A move replaces at least one running
@@ -179,18 +180,6 @@ def move_saving_pct(
     base = sum(float(c.cost[i]) * n for i, n in gone) * hours
     saving = (anchored.objective - moved.objective) * hours - switch
     return 100.0 * saving / base if base > 0 else math.inf if saving > 0 else -math.inf
-
-
-def worth_moving(
-    policy: model.Policy,
-    c: cand_mod.Candidates,
-    kept: Mapping[int, int],
-    anchored: milp.Solution,
-    moved: milp.Solution,
-) -> bool:
-    """True when :func:`move_saving_pct` exceeds minSavingsPercent."""
-    saved = move_saving_pct(policy, c, kept, anchored, moved)
-    return saved is not None and saved > policy.min_savings_pct
 
 
 @dataclass(frozen=True)
@@ -245,9 +234,10 @@ def settle(
             return Settled(None, tuple(notes), replacements_left)
         notes.append("running capacity moved: keeping it would violate the policy")
         return Settled(moved, tuple(notes), replacements_left)
-    if not degraded and moved is not None and worth_moving(policy, c, kept, anchored, moved):
+    saved = None if degraded or moved is None else move_saving_pct(policy, c, kept, anchored, moved)
+    if moved is not None and saved is not None and saved > policy.min_savings_pct:
         notes.append(
-            f"rebalance saves {move_saving_pct(policy, c, kept, anchored, moved):.1f}% of the "
+            f"rebalance saves {saved:.1f}% of the "
             f"replaced instances' cost ({pct(anchored.objective, moved.objective):.1f}% of "
             f"the fleet's) > minSavingsPercent {policy.min_savings_pct:g}"
         )
