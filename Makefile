@@ -12,7 +12,7 @@ UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject
 UV := $(BIN)/uv
 IMAGE ?= localhost/spotfleet:dev
 
-.PHONY: help setup system-deps uv-bootstrap venv lock tools test test-fast lint crds dashboard docs demo bench image kind clean rules-test
+.PHONY: help setup system-deps uv-bootstrap venv lock tools node-tools test test-fast lint crds dashboard docs demo bench image kind clean rules-test
 
 help:
 	@echo "make demo   - set up everything, then run 'spotfleet demo' (local control plane, stand-in cloud, operator)"
@@ -21,6 +21,7 @@ help:
 	@echo "make crds   - regenerate crds/ from the pydantic models"
 	@echo "make dashboard - regenerate the chart's Grafana dashboard with grafana-foundation-sdk"
 	@echo "make bench  - run the benchmarks in bench/ (print figures; never asserted)"
+	@echo "make node-tools - build kubelet, kube-proxy, kube-scheduler, kube-controller-manager for the e2e node (make test runs it)"
 	@echo "make image  - build the operator image with buildah on a local Debian base (docs/image.md)"
 	@echo "make kind   - your own kind cluster: the image, both charts, a dry-run policy (hack/kind-up.sh; not run in CI)"
 	@echo "make lock   - re-resolve uv.lock and re-export requirements/*.txt (the only way a dependency changes)"
@@ -57,6 +58,11 @@ lock: uv-bootstrap
 tools:
 	@bash hack/tools.sh >/dev/null
 
+# kubelet, kube-proxy, kube-scheduler, kube-controller-manager and hack/pause for the
+# e2e test's real node (docs/testing.md#the-real-node); `make demo` does not need them.
+node-tools:
+	@bash hack/tools.sh node >/dev/null
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -65,7 +71,7 @@ lint: venv
 
 # All tiers CI runs (unit, component, integration, e2e). pytest's exit code 5
 # (no tests collected) is a failure here like any other non-zero code.
-test: setup lint
+test: setup node-tools lint
 	$(BIN)/pytest --durations=30
 
 test-fast: venv

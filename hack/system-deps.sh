@@ -17,6 +17,13 @@ command -v runuser >/dev/null || need+=(util-linux)
 # where crun refuses a hybrid cgroup hierarchy)
 # (hack/image.sh, tests/e2e/test_image.py; shellcheck lints the script)
 for c in buildah podman crun runc debootstrap shellcheck; do command -v "$c" >/dev/null || need+=("$c"); done
+# the e2e node (tests/fixtures/node.py): containerd + runc, the CNI bridge plugin,
+# iptables for kube-proxy, ip and nsenter/unshare for its namespaces
+command -v containerd >/dev/null || need+=(containerd)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 command -v git >/dev/null || need+=(git)
 command -v make >/dev/null || need+=(make)
 if ((${#need[@]} == 0)); then echo "[system-deps] all present"; exit 0; fi
@@ -30,7 +37,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts the packaged services; the tests start their own instances.
-for svc in prometheus postgresql; do
+for svc in prometheus postgresql containerd; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi

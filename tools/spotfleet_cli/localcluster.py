@@ -5,6 +5,12 @@ built by ``hack/tools.sh`` into ``${XDG_CACHE_HOME:-~/.cache}/spotfleet/bin``;
 this module only finds and starts them, on loopback, in a temporary directory,
 with generated certificates, RBAC authorisation and an admin kubeconfig.
 Both processes are stopped by PID on :meth:`LocalCluster.stop`.
+
+With ``node_address`` the control plane is one a real node can join (the e2e node,
+``tests/fixtures/node.py``): kube-apiserver listens on every address and advertises
+that one (the ``kubernetes`` Service's endpoint, in its certificate too), the
+ServiceAccount admission plugin gives pods their token volume, and kube-apiserver
+reaches the kubelet (``kubectl logs``) with a client certificate of the cluster's CA.
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class LocalCluster:
 
     workdir: Path | None = None
     log_dir: Path | None = None
+    #: An address of this machine a node reaches it on ("" = loopback only, no pods).
+    node_address: str = ""
     server: str = ""
     kubeconfig: Path = field(default_factory=Path)
     pids: list[int] = field(default_factory=list)
@@ -163,7 +171,7 @@ class LocalCluster:
         self._apiserver_argv = [
                 str(apiserver_bin),
                 "--etcd-servers", f"http://127.0.0.1:{etcd_port}",
-                "--bind-address", "127.0.0.1",
+                "--bind-address", "0.0.0.0" if self.node_address else "127.0.0.1",
                 "--secure-port", str(api_port),
                 "--tls-cert-file", str(pki / "apiserver.crt"),
                 "--tls-private-key-file", str(pki / "apiserver.key"),
@@ -174,9 +182,17 @@ class LocalCluster:
                 "--service-account-signing-key-file", str(pki / "sa.key"),
                 "--service-cluster-ip-range", "10.96.0.0/24",
                 "--allow-privileged=true",
-                "--disable-admission-plugins", "ServiceAccount",
                 "--v", "1",
         ]  # fmt: skip
+        if self.node_address:
+            self._apiserver_argv += [
+                "--advertise-address", self.node_address,
+                "--kubelet-client-certificate", str(pki / "kubelet-client.crt"),
+                "--kubelet-client-key", str(pki / "kubelet-client.key"),
+                "--kubelet-preferred-address-types", "InternalIP",
+            ]  # fmt: skip
+        else:  # no node runs pods: no token volumes to add (nor ServiceAccounts to need)
+            self._apiserver_argv += ["--disable-admission-plugins", "ServiceAccount"]
         self._spawn(self._apiserver_argv, api_log)
         self.server = f"https://127.0.0.1:{api_port}"
         self.kubeconfig = wd / "kubeconfig"
@@ -222,6 +238,11 @@ class LocalCluster:
                 x509.DNSName("kubernetes.default.svc"),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+                *(
+                    [x509.IPAddress(ipaddress.ip_address(self.node_address))]
+                    if self.node_address
+                    else []
+                ),
             ],
         )
         adm_key = _key()
@@ -239,6 +260,22 @@ class LocalCluster:
         )
         sa_key = _key()
         pem = serialization.Encoding.PEM
+        if self.node_address:
+            kc_key = _key()
+            kc = _cert(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                    ]
+                ),
+                kc_key,
+                ca_name,
+                ca_key,
+                client=True,
+            )
+            (pki / "kubelet-client.crt").write_bytes(kc.public_bytes(pem))
+            (pki / "kubelet-client.key").write_bytes(_pem_key(kc_key))
         (pki / "ca.crt").write_bytes(ca.public_bytes(pem))
         (pki / "apiserver.crt").write_bytes(srv.public_bytes(pem))
         (pki / "apiserver.key").write_bytes(_pem_key(srv_key))

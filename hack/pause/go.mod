@@ -1,0 +1,3 @@
+module spotfleet.local/pause
+
+go 1.22
