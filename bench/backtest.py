@@ -12,15 +12,31 @@ same model. Also replays the 64-vCPU policy on the risk model's test weeks
 (2021-05-10 .. 05-31, after its training and validation windows), the only
 part of the history it was not fitted on.
 
+``--history 2015`` or ``--history 2023`` replays instead one of the two other price
+histories the engine bundles, which no one here tuned to, with a policy fitted to the
+only types they hold (the standard policies have no eligible pool there): 2015
+(2015-03-12 .. 08-31, the pre-2017 spiky market; c3.xlarge, m3.medium and r3.large
+are eligible) with ``legacy-64vcpu`` (64 vCPU of 1-4 vCPU types with 1.8-8 GiB per
+vCPU, previous generations allowed, >= 2 pools, <= 50 % per pool), and 2023
+(2023-11-12 .. 12-30; c5a.2xlarge in five zones) with ``c5a-64vcpu`` (64 vCPU of 8-vCPU
+types with 2 GiB per vCPU, >= 2 pools, <= 50 % per pool). Same strategies, scoring,
+risk model and advisor rule (a snapshot only once it is dated).
+
 Usage: .venv/bin/python bench/backtest.py [--days N] [--json-out PATH]
+       [--history 2021|2015|2023] [--seeds 0,1,... [--policy NAME]]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
+import gzip
+import importlib.resources
 import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,15 +79,78 @@ POLICIES = {
 }
 
 
+def fitted(vcpu: tuple[int, int], gib_per_vcpu: tuple[float, float], current: bool) -> model.Policy:
+    """64 vCPU, >= 2 pools, <= 50 % per pool, of the types another history holds."""
+    return model.Policy(
+        region="us-east-1",
+        target=64,
+        unit=model.CapacityUnit.VCPU,
+        requirements=model.Requirements(
+            vcpu_min=vcpu[0],
+            vcpu_max=vcpu[1],
+            memory_per_vcpu_min=gib_per_vcpu[0],
+            memory_per_vcpu_max=gib_per_vcpu[1],
+            architectures=frozenset({"x86_64"}),
+            burstable="exclude",
+            current_generation_only=current,
+            exclude_bare_metal=True,
+        ),
+        objective="balanced",
+        min_pools=2,
+        max_pool_share_pct=50.0,
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """A bundled price history, its replay window and the policies replayed on it."""
+
+    file: str | None  # None: market.load_bundled_history() (the standard one)
+    start: datetime
+    end: datetime
+    policies: dict[str, model.Policy]
+
+    def load(self) -> market.PriceHistory:
+        return _load_history(self.file)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_history(file: str | None) -> market.PriceHistory:
+    if file is None:
+        return market.load_bundled_history()
+    path = importlib.resources.files("spotfleet_engine") / "data" / file
+    with path.open("rb") as raw, gzip.open(raw, "rt", newline="") as f:
+        # the 2015 file names the OS in an "os" column: no product filter
+        return prices.history_from_rows(csv.DictReader(f), "us-east-1", None)
+
+
+HISTORIES = {
+    "2021": History(None, START, END, POLICIES),
+    "2015": History(
+        "spot_price_history_us-east-1_2015-03-11_to_2015-08-31_15series.csv.gz",
+        datetime(2015, 3, 12, 11, tzinfo=UTC),
+        datetime(2015, 8, 31, 23, tzinfo=UTC),
+        {"legacy-64vcpu": fitted((1, 4), (1.8, 8.0), current=False)},
+    ),
+    "2023": History(
+        "spot_price_history_us-east-1_c5a.2xlarge_2023-11-11_to_2023-12-30.csv.gz",
+        datetime(2023, 11, 12, 19, tzinfo=UTC),
+        datetime(2023, 12, 30, 21, tzinfo=UTC),
+        {"c5a-64vcpu": fitted((8, 8), (2.0, 2.0), current=True)},
+    ),
+}
+
+
 def run_one(
     name: str,
     policy: model.Policy,
     start: datetime,
     end: datetime,
     config: interruptions.InterruptionConfig | None = None,
+    history: str = "2021",
 ) -> tuple[backtest.ReplayResult, float]:
     cat = catalog.load_bundled("us-east-1")
-    hist = market.load_bundled_history()
+    hist = HISTORIES[history].load()
     adv = market.load_bundled_advisor("us-east-1")
     risk = combined.load_bundled()
     strats = [*strategies.baselines(risk), strategies.Spotfleet(risk)]
@@ -137,13 +216,15 @@ def table(name: str, res: backtest.ReplayResult) -> str:
     return "\n".join(lines)
 
 
-def static_bound(policy: model.Policy, start: datetime, end: datetime) -> float:
+def static_bound(
+    policy: model.Policy, start: datetime, end: datetime, history: str = "2021"
+) -> float:
     """USD of the cheapest fleet held unchanged over the whole window, in hindsight:
     the oracle's linear relaxation with each pool's real bill summed over the window,
     reclaims ignored. No strategy that never moves can pay less on price alone."""
     cat = catalog.load_bundled("us-east-1")
     grid = prices.decision_grid(start, end, timedelta(hours=1))
-    u = prices.build_universe(policy, cat, market.load_bundled_history(), grid)
+    u = prices.build_universe(policy, cat, HISTORIES[history].load(), grid)
 
     def od(t: str) -> float:
         return u.od_price.get(t, cat.on_demand_usd_per_hour.get(t, 0.0))
@@ -188,13 +269,14 @@ def goals(res: backtest.ReplayResult) -> dict[str, Any]:
     }
 
 
-def seeds(policy_name: str, seed_list: list[int], days: float | None) -> int:
+def seeds(policy_name: str, seed_list: list[int], days: float | None, history: str) -> int:
     """Penalised cost and interruptions of one policy under several reclaim seeds."""
-    end = END if days is None else START + timedelta(days=days)
-    out: dict[str, Any] = {"policy": policy_name, "seeds": {}}
+    h = HISTORIES[history]
+    end = h.end if days is None else h.start + timedelta(days=days)
+    out: dict[str, Any] = {"history": history, "policy": policy_name, "seeds": {}}
     for seed in seed_list:
         cfg = interruptions.InterruptionConfig(seed=seed)
-        res, _wall = run_one(policy_name, POLICIES[policy_name], START, end, cfg)
+        res, _wall = run_one(policy_name, h.policies[policy_name], h.start, end, cfg, history)
         print(table(f"{policy_name} seed {seed}", res), flush=True)
         out["seeds"][seed] = {
             r["strategy"]: {
@@ -266,23 +348,43 @@ def main() -> int:
         help="comma-separated reclaim seeds: replay only these seeds of --policy "
         "(robustness check; not the standard scenario)",
     )
-    ap.add_argument("--policy", choices=sorted(POLICIES), default="gp-64vcpu")
+    ap.add_argument(
+        "--history",
+        choices=sorted(HISTORIES),
+        default="2021",
+        help="the bundled price history to replay (module doc); 2021 is the standard scenario",
+    )
+    every = sorted({n for h in HISTORIES.values() for n in h.policies})
+    ap.add_argument(
+        "--policy", choices=every, default=None, help="with --seeds (default: the history's first)"
+    )
     args = ap.parse_args()
+    h = HISTORIES[args.history]
     if args.seeds is not None:
-        return seeds(args.policy, [int(x) for x in args.seeds.split(",")], args.days)
-    end = END if args.days is None else START + timedelta(days=args.days)
+        name = args.policy or next(iter(h.policies))
+        if name not in h.policies:
+            ap.error(f"--policy {name} is not replayed on --history {args.history}: "
+                     f"choose one of {', '.join(h.policies)}")  # fmt: skip
+        return seeds(name, [int(x) for x in args.seeds.split(",")], args.days, args.history)
+    end = h.end if args.days is None else h.start + timedelta(days=args.days)
     out: dict[str, Any] = {
-        "scenario": {"from": START.isoformat(), "to": end.isoformat(), "seed": 0}
+        "scenario": {
+            "history": args.history,
+            "from": h.start.isoformat(),
+            "to": end.isoformat(),
+            "seed": 0,
+        }
     }
     per_policy: dict[str, Any] = {}
     speeds: dict[str, float] = {}
     full: dict[str, Any] = {}
-    runs = [(n, p, START, end) for n, p in POLICIES.items()]
-    runs.append(("gp-64vcpu-oos", POLICIES["gp-64vcpu"], OOS_START, END))
+    runs = [(n, p, h.start, end) for n, p in h.policies.items()]
+    if args.history == "2021":
+        runs.append(("gp-64vcpu-oos", POLICIES["gp-64vcpu"], OOS_START, END))
     for name, pol, a, b in runs:
-        res, wall = run_one(name, pol, a, b)
+        res, wall = run_one(name, pol, a, b, history=args.history)
         print(table(name, res), flush=True)
-        bound = static_bound(pol, a, b)
+        bound = static_bound(pol, a, b, args.history)
         print(
             f"best fleet held unchanged all window, in hindsight (price only, relaxed): "
             f"${bound:,.2f}",

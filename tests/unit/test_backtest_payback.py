@@ -247,3 +247,27 @@ def test_the_cli_table_shows_the_move_columns_untruncated() -> None:
     assert cells("spotfleet")[-4:-1] == ["1", "100.0", "+0.50"]
     assert cells("oracle")[-4:-1] == ["-", "-", "-"]
     assert cells("lowest-price")[-4:-1] == ["0", "-", "+0.00"]
+
+
+@pytest.mark.parametrize("history", ["2015", "2023"])
+def test_the_bench_replays_the_other_bundled_histories_with_policies_fitted_to_them(
+    history: str,
+) -> None:
+    bench = _bench()
+    h = bench.HISTORIES[history]
+    hist = h.load()
+    assert hist.start <= h.start < h.end <= hist.end
+    # the standard policies have no eligible pool there (why the bench fits its own)
+    cat = catalog.load_bundled("us-east-1")
+    grid = prices.decision_grid(h.start, h.start + timedelta(hours=2), timedelta(hours=1))
+    for std in bench.POLICIES.values():
+        assert not prices.build_universe(std, cat, hist, grid).spot
+    (name,) = h.policies
+    u = prices.build_universe(h.policies[name], cat, hist, grid)
+    assert len({p.zone for p in u.spot}) >= 2 and len(u.spot) >= h.policies[name].min_pools
+    res, _wall = bench.run_one(name, h.policies[name], h.start, h.start + timedelta(days=2),
+                               history=history)  # fmt: skip
+    rows = {r["strategy"]: r for r in report.rows(res)}
+    assert set(rows) >= {"lowest-price", "capacity-optimized", "spotfleet", "oracle", "on-demand"}
+    assert rows["spotfleet"]["cost"] > 0
+    assert rows["oracle"]["penalised_cost"] <= rows["spotfleet"]["penalised_cost"] + 1e-6
