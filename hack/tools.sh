@@ -74,7 +74,9 @@ build_in_module etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 setup_etcd
 build_in_module helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm setup_helm
 
 NODE_CMDS="kubelet kube-proxy kube-scheduler kube-controller-manager"
-node_dest="$cache/node-$KUBERNETES_VERSION-r$TOOLS_REVISION"
+# keyed by hack/pause's source too: a change to it builds the set anew
+pause_key=$(cat "$here/pause/go.mod" "$here/pause/main.go" | sha1sum | cut -c1-8)
+node_dest="$cache/node-$KUBERNETES_VERSION-r$TOOLS_REVISION-$pause_key"
 if [[ "${1:-}" == node ]]; then
   if [[ -x "$node_dest/pause" ]]; then
     log "node binaries $KUBERNETES_VERSION: cached at $node_dest"
