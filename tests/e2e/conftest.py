@@ -29,12 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.L
             localcluster.find_binary(name)
     except localcluster.MissingBinaryError as e:
         pytest.fail(str(e), pytrace=False)
-    c = localcluster.LocalCluster(workdir=tmp_path_factory.mktemp("e2e-cluster"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from support.own_cluster(tmp_path_factory.mktemp("e2e-cluster"))
 
 
 @pytest.fixture(scope="module")

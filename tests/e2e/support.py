@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,27 @@ class Helm:
         if check and out.returncode != 0:
             pytest.fail(f"helm {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
         return out
+
+
+def own_cluster(workdir: Path, node_address: str = "") -> Iterator[localcluster.LocalCluster]:
+    """A started LocalCluster for a module fixture to yield from; stopped after."""
+    c = localcluster.LocalCluster(workdir=workdir, node_address=node_address)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def operator_namespace(cluster: localcluster.LocalCluster, ns: str, secret: str) -> None:
+    """The release namespace with the operator's own AWS identity in a Secret (the
+    stand-in cloud's keys), as docs/helm.md says to make it before ``helm install``."""
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl(
+        "create", "secret", "generic", secret, "-n", ns,
+        "--from-literal=AWS_ACCESS_KEY_ID=testing",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+    )  # fmt: skip
 
 
 def image_entrypoint() -> list[str]:

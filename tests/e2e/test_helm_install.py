@@ -68,12 +68,7 @@ def release(
 ) -> Iterator[str]:
     """``helm install`` into a fresh namespace (with the operator's own AWS identity in a
     Secret, as docs/helm.md says); uninstalled at the end if a test did not."""
-    cluster.kubectl("create", "namespace", NS)
-    cluster.kubectl(
-        "create", "secret", "generic", "spotfleet-aws", "-n", NS,
-        "--from-literal=AWS_ACCESS_KEY_ID=testing",
-        "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
-    )  # fmt: skip
+    support.operator_namespace(cluster, NS, "spotfleet-aws")
     values_file = workdir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     out = helm("install", RELEASE, str(support.CHART), "-n", NS, "-f", str(values_file))

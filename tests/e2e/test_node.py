@@ -45,14 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localcluster.L
     if missing := node_fx.missing_prerequisites():
         pytest.fail("the node cannot run here, missing: " + "; ".join(missing), pytrace=False)
     host, _ = node_fx.LocalNode.subnet_for(os.getpid())
-    c = localcluster.LocalCluster(
-        workdir=tmp_path_factory.mktemp("node-cluster"), node_address=host
-    )
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from support.own_cluster(tmp_path_factory.mktemp("node-cluster"), host)
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +101,7 @@ def release(
     node.load_image(image)
     repo, tag = image.rsplit(":", 1)
     helm("install", "spotfleet-crds", str(support.REPO / "charts" / "spotfleet-crds"))
-    cluster.kubectl("create", "namespace", NS)
-    cluster.kubectl(
-        "create", "secret", "generic", "spotfleet-aws", "-n", NS,
-        "--from-literal=AWS_ACCESS_KEY_ID=testing",
-        "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
-    )  # fmt: skip
+    support.operator_namespace(cluster, NS, "spotfleet-aws")
     values = {
         "image": {"repository": repo, "tag": tag, "pullPolicy": "Never"},
         "reconcileIntervalSeconds": 2,

@@ -117,6 +117,32 @@ def _cert(
     return b.sign(issuer_key, hashes.SHA256())
 
 
+def _masters_client(
+    cn: str, ca_name: x509.Name, ca_key: rsa.RSAPrivateKey
+) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A new key and its client certificate for ``cn`` in group system:masters."""
+    key = _key()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    return key, _cert(name, key, ca_name, ca_key, client=True)
+
+
+def stop_process(p: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM, up to ``grace_s`` for it to exit, then SIGKILL; nothing if it has exited."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=5)
+
+
 @dataclass
 class LocalCluster:
     """etcd + kube-apiserver on loopback: ``start()``, then ``stop()`` (or a context manager)."""
@@ -205,12 +231,7 @@ class LocalCluster:
         assert self.workdir is not None and self._apiserver_argv
         api = self._procs.pop()  # started last
         self.pids.remove(api.pid)
-        api.terminate()
-        try:
-            api.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait(timeout=5)
+        stop_process(api)
         time.sleep(down_seconds)
         logs = self.log_dir or self.workdir
         api_log = open(logs / "kube-apiserver.log", "ab")  # noqa: SIM115
@@ -245,35 +266,11 @@ class LocalCluster:
                 ),
             ],
         )
-        adm_key = _key()
-        adm = _cert(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "spotfleet-admin"),
-                ]
-            ),
-            adm_key,
-            ca_name,
-            ca_key,
-            client=True,
-        )
+        adm_key, adm = _masters_client("spotfleet-admin", ca_name, ca_key)
         sa_key = _key()
         pem = serialization.Encoding.PEM
         if self.node_address:
-            kc_key = _key()
-            kc = _cert(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
-                    ]
-                ),
-                kc_key,
-                ca_name,
-                ca_key,
-                client=True,
-            )
+            kc_key, kc = _masters_client("kube-apiserver-kubelet-client", ca_name, ca_key)
             (pki / "kubelet-client.crt").write_bytes(kc.public_bytes(pem))
             (pki / "kubelet-client.key").write_bytes(_pem_key(kc_key))
         (pki / "ca.crt").write_bytes(ca.public_bytes(pem))
@@ -336,13 +333,7 @@ current-context: spotfleet-local
     def stop(self) -> None:
         """Stop kube-apiserver then etcd by PID; idempotent."""
         for p in reversed(self._procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=5)
+            stop_process(p)
         self._procs.clear()
         if self._owns_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
