@@ -174,7 +174,9 @@ class Candidates:
     type and zone. ``w`` units per instance, ``price`` USD per instance-hour (spot:
     the current market price), ``od`` the type's on-demand USD per instance-hour,
     ``risk`` interruption probability over the risk model's horizon (0 on-demand),
-    ``cost`` expected USD per instance-hour (:func:`expected_cost`), ``why_out``
+    ``cost`` expected USD per instance-hour (:func:`expected_cost`) at the objective's
+    risk aversion, ``money`` the same at aversion 1 (what the pool is expected to cost
+    in USD, interruptions at their expected cost: voluntary moves are judged on it), ``why_out``
     None for an eligible pool, else why not. ``max_count`` (index -> instances)
     caps pools out of capacity that keep what already runs in them.
     """
@@ -186,6 +188,7 @@ class Candidates:
     is_od: B
     risk: F64
     cost: F64
+    money: F64
     why_out: list[str | None]
     max_count: dict[int, int] = field(default_factory=dict)
 
@@ -276,6 +279,7 @@ def build(
     r = np.zeros(n, dtype=np.float64)
     if risk is None:
         cost = price.copy()
+        money = cost
     else:
         # the protocol gives on-demand pools 0.0: ask only about the spot ones
         r_spot = np.asarray(
@@ -288,7 +292,9 @@ def build(
             r_spot = 1.0 - (1.0 - np.clip(r_spot, 0.0, 1.0)) * (1.0 - np.clip(extra, 0.0, 1.0))
         r[:n_spot] = np.clip(r_spot, 0.0, 1.0)
         ref = reference_unit_od(od, w, is_od)
-        cost = expected_cost(price, r, od, w, ref, float(risk.horizon_hours), policy.objective)
+        hours = float(risk.horizon_hours)
+        cost = expected_cost(price, r, od, w, ref, hours, policy.objective)
+        money = expected_cost(price, r, od, w, ref, hours, "lowestCost")
     why: list[str | None] = [None] * n
     maxp = policy.max_spot_price_per_unit_hour
     if maxp is not None:
@@ -301,7 +307,7 @@ def build(
         for i, pl in enumerate(pools):
             if pl in market.unavailable and why[i] is None:
                 why[i] = UNAVAILABLE
-    return Candidates(pools, w, price, od, is_od, r, cost, why)
+    return Candidates(pools, w, price, od, is_od, r, cost, money, why)
 
 
 def reference_unit_od(od: F64, w: F64, is_od: B) -> float:

@@ -11,9 +11,15 @@
 3. The moved plan is taken only when ``rebalanceEnabled`` and, over the horizon and
    after paying :data:`SWITCH_HOURS` of price per replaced instance, it saves more
    than ``minSavingsPercent`` of the expected cost of the instances it replaces
-   (:func:`move_saving_pct`). The threshold is per replaced instance, not per fleet: a
-   move the churn limit spreads over several hours is judged hour by hour on what
-   that hour replaces, so its later parts are not held to the whole fleet's cost.
+   (:func:`move_saving_pct`), *and* it is expected to save USD: the same sum with
+   interruptions at their expected cost (``Candidates.money``, risk aversion 1)
+   instead of the objective's aversion is above 0. The objective may value a
+   quieter pool above its price (``balanced`` counts an interruption 10 times), so
+   a move for risk alone can pass the first test while the USD it is expected to
+   save does not cover the switch; such a move is not taken. The threshold is per
+   replaced instance, not per fleet: a move the churn limit spreads over several
+   hours is judged hour by hour on what that hour replaces, so its later parts are
+   not held to the whole fleet's cost.
    When the kept plan violates the policy the moved plan is taken regardless; when
    neither is valid there is no plan.
 
@@ -168,17 +174,28 @@ def move_saving_pct(
     kept: Mapping[int, int],
     anchored: milp.Solution,
     moved: milp.Solution,
+    cost: cand_mod.F64 | None = None,
 ) -> float | None:
     """Percent of the replaced instances' expected cost over the horizon that ``moved``
     saves against ``anchored`` after paying SWITCH_HOURS of price per replaced
-    instance (negative when it does not pay); None when it replaces nothing."""
+    instance (negative when it does not pay); None when it replaces nothing.
+
+    ``cost`` (USD per instance-hour per candidate) prices both plans; default
+    ``c.cost``, the objective's (``c.money`` gives the USD a move is expected to save)."""
     gone = replaced(kept, moved)
     if not gone:
         return None
+    cc = c.cost if cost is None else cost
     hours = policy.horizon_hours
     switch = SWITCH_HOURS * sum(float(c.price[i]) * n for i, n in gone)
-    base = sum(float(c.cost[i]) * n for i, n in gone) * hours
-    saving = (anchored.objective - moved.objective) * hours - switch
+    base = sum(float(cc[i]) * n for i, n in gone) * hours
+    if cost is None:
+        delta = anchored.objective - moved.objective
+    else:
+        delta = sum(float(cc[i]) * n for i, n in anchored.x.items()) - sum(
+            float(cc[i]) * n for i, n in moved.x.items()
+        )
+    saving = delta * hours - switch
     return 100.0 * saving / base if base > 0 else math.inf if saving > 0 else -math.inf
 
 
@@ -236,12 +253,20 @@ def settle(
         return Settled(moved, tuple(notes), replacements_left)
     saved = None if degraded or moved is None else move_saving_pct(policy, c, kept, anchored, moved)
     if moved is not None and saved is not None and saved > policy.min_savings_pct:
+        usd = move_saving_pct(policy, c, kept, anchored, moved, c.money)
+        if usd is None or usd > 0.0:
+            notes.append(
+                f"rebalance saves {saved:.1f}% of the "
+                f"replaced instances' cost ({pct(anchored.objective, moved.objective):.1f}% of "
+                f"the fleet's) > minSavingsPercent {policy.min_savings_pct:g}"
+            )
+            return Settled(moved, tuple(notes), replacements_left)
         notes.append(
-            f"rebalance saves {saved:.1f}% of the "
-            f"replaced instances' cost ({pct(anchored.objective, moved.objective):.1f}% of "
-            f"the fleet's) > minSavingsPercent {policy.min_savings_pct:g}"
+            f"kept running capacity: moving saves {saved:.1f}% of the replaced instances' "
+            f"cost at the objective's risk aversion, but in expected USD (interruptions at "
+            f"their expected cost) {usd:.1f}% after switching costs, not more than 0"
         )
-        return Settled(moved, tuple(notes), replacements_left)
+        return Settled(anchored, tuple(notes), replacements_left)
     if not degraded and moved is not None and moved.objective < anchored.objective - 1e-12:
         notes.append(
             f"kept running capacity: moving saves "

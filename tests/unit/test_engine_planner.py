@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -447,6 +448,71 @@ def test_rebalance_when_saving_beats_threshold(
     assert p.expected_cost_per_hour == pytest.approx(best.expected_cost_per_hour, rel=1e-3)
     assert p.expected_cost_per_hour == pytest.approx(expected_cost(cat, snap, pol, dict(p.targets)))
     assert any("rebalance saves" in n for n in p.explanation.notes)
+
+
+class _OneRiskyPool:
+    """A risk model that gives one pool probability ``r`` over 24 h and every other 0."""
+
+    name = "one-risky-pool"
+    horizon_hours = 24.0
+
+    def __init__(self, pool: model.Pool, r: float) -> None:
+        self.pool, self.r = pool, r
+
+    def interruption_probability(
+        self,
+        pools: Sequence[model.Pool],
+        market: market.MarketSnapshot,
+        catalog: catalog.Catalog,
+        now: datetime,
+    ) -> list[float]:
+        return [self.r if p == self.pool else 0.0 for p in pools]
+
+
+def test_a_move_for_risk_alone_that_does_not_save_usd_is_not_taken(
+    cat: catalog.Catalog, snap: market.MarketSnapshot
+) -> None:
+    """``balanced`` counts an interruption 10 times its expected cost, so a move out of a
+    somewhat risky pool into one of about the same price can pass minSavingsPercent on
+    the objective while the USD it is expected to save (interruptions at their expected
+    cost) does not cover the switch. Such a move is not taken (before: it was; the
+    backtest's moves out of m4.10xlarge pools whose price then came back paid nothing)."""
+    here = model.Pool("c5.large", "us-east-1c", model.Market.SPOT)  # $0.0370 at NOW
+    there = model.Pool("c5.large", "us-east-1d", model.Market.SPOT)  # $0.0367
+    p_here, p_there = price_of(cat, snap, here), price_of(cat, snap, there)
+    d = p_here - p_there
+    assert 0.0 <= d < 0.02 * p_here
+    pol = policy(
+        target=64,
+        requirements=model.Requirements(allowed_types=frozenset({"c5.large"})),
+        zones=("us-east-1c", "us-east-1d"),
+        max_pool_share_pct=100.0,
+        objective="balanced",
+    )
+    neutral = replace(pol, objective="lowestCost")
+    # USD per instance-hour of risk: hazard x interruption cost, linear in the hazard
+    per_hazard = interruption_charge(cat, neutral, "c5.large", 0.5) / (-math.log(0.5) / 24.0)
+
+    def risk_for(charge: float) -> _OneRiskyPool:
+        """The risk model whose risky pool costs ``charge`` USD per hour in expectation."""
+        return _OneRiskyPool(here, 1.0 - math.exp(-charge / per_hazard * 24.0))
+
+    h, share = pol.horizon_hours, pol.min_savings_pct / 100.0
+    # per replaced instance over the horizon, switching = 1 h of its price:
+    # objective test: (d + 10 x) h - p > share (p + 10 x) h; USD test: (d + x) h - p > 0
+    lo = (p_here + share * p_here * h - d * h) / (10.0 * h * (1.0 - share))
+    hi = p_here / h - d
+    assert lo < hi
+    fleet = fleet_of({here: 32})
+    kept = planner.decide(pol, cat, snap, fleet, risk_for((lo + hi) / 2), NOW)
+    assert not any(t.reason == "rebalance" for t in kept.terminations)
+    assert kept.targets == {here: 32}
+    assert any("in expected USD" in n for n in kept.explanation.notes)
+    moved = planner.decide(pol, cat, snap, fleet, risk_for(2.0 * hi), NOW)
+    gone = [t for t in moved.terminations if t.reason == "rebalance"]
+    assert len(gone) == pol.max_replacements_per_hour
+    assert moved.targets.get(there, 0) == len(gone)
+    assert any("rebalance saves" in n for n in moved.explanation.notes)
 
 
 def test_churn_limit_caps_replacements(cat: catalog.Catalog, snap: market.MarketSnapshot) -> None:
