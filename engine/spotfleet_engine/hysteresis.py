@@ -13,7 +13,9 @@
    than ``minSavingsPercent`` of the expected cost of the instances it replaces
    (:func:`move_saving_pct`), *and* it is expected to save USD: the same sum with
    interruptions at their expected cost (``Candidates.money``, risk aversion 1)
-   instead of the objective's aversion is above 0. The objective may value a
+   instead of the objective's aversion, and spot prices at their expected mean over
+   the horizon (:mod:`spotfleet_engine.outlook`: today's price where the pools'
+   own history shows no mean reversion), is above 0. The objective may value a
    quieter pool above its price (``balanced`` counts an interruption 10 times), so
    a move for risk alone can pass the first test while the USD it is expected to
    save does not cover the switch; such a move is not taken. The threshold is per
@@ -32,7 +34,7 @@ skipped when the fresh optimum proves no move can pass ``minSavingsPercent``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -220,12 +222,16 @@ def settle(
     *,
     fast: bool,
     split: cand_mod.OnDemandSplit,
+    outlook: Callable[[], cand_mod.F64] | None = None,
 ) -> Settled:
     """Keep the running ``kept`` counts or move them (steps 2-3 of the module doc).
 
     ``spec`` is the fresh plan's MILP (in degraded mode with its capacity floor),
     ``fresh`` its solution; ``fast`` allows the exact fast paths (never in degraded
-    mode, where no move is taken for a saving)."""
+    mode, where no move is taken for a saving); ``outlook`` the expected mean price
+    of each candidate over the horizon (:func:`spotfleet_engine.outlook.expected_prices`,
+    asked only for a move that passes minSavingsPercent), which the USD test prices
+    pools at instead of their current price (None: the current price)."""
     degraded = spec.capacity_goal is not None
     keep = tuple(kept.items())
     anchored = (
@@ -253,7 +259,8 @@ def settle(
         return Settled(moved, tuple(notes), replacements_left)
     saved = None if degraded or moved is None else move_saving_pct(policy, c, kept, anchored, moved)
     if moved is not None and saved is not None and saved > policy.min_savings_pct:
-        usd = move_saving_pct(policy, c, kept, anchored, moved, c.money)
+        money = c.money if outlook is None else c.money - c.price + outlook()
+        usd = move_saving_pct(policy, c, kept, anchored, moved, money)
         if usd is None or usd > 0.0:
             notes.append(
                 f"rebalance saves {saved:.1f}% of the "
@@ -264,7 +271,8 @@ def settle(
         notes.append(
             f"kept running capacity: moving saves {saved:.1f}% of the replaced instances' "
             f"cost at the objective's risk aversion, but in expected USD (interruptions at "
-            f"their expected cost) {usd:.1f}% after switching costs, not more than 0"
+            f"their expected cost, prices at their outlook over the horizon) {usd:.1f}% "
+            f"after switching costs, not more than 0"
         )
         return Settled(anchored, tuple(notes), replacements_left)
     if not degraded and moved is not None and moved.objective < anchored.objective - 1e-12:

@@ -32,6 +32,7 @@ from spotfleet_engine import candidates as cand_mod
 from spotfleet_engine import catalog as catalog_mod
 from spotfleet_engine import explain, hysteresis, milp, model
 from spotfleet_engine import market as market_mod
+from spotfleet_engine import outlook as outlook_mod
 from spotfleet_engine import plan as plan_mod
 from spotfleet_engine.risk import protocol as risk_protocol
 
@@ -163,7 +164,17 @@ def decide(
             # on-demand runs in place of spot (a fallback): moving it back to spot is a
             # move like any other (churn limit, minSavingsPercent), never a forced one
             spec = on_demand_fallback(spec)
-        settled = hysteresis.settle(policy, c, kept, fresh, spec, left, fast=fast, split=split)
+        settled = hysteresis.settle(
+            policy,
+            c,
+            kept,
+            fresh,
+            spec,
+            left,
+            fast=fast,
+            split=split,
+            outlook=lambda: outlook_mod.expected_prices(c, market, now, policy.horizon_hours),
+        )
         if settled.solution is None:
             return _infeasible(policy, fleet, explain.churn(policy, left), c, stats)
         chosen, notes = settled.solution, settled.notes

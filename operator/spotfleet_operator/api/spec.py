@@ -413,7 +413,9 @@ class Rebalance(base.ApiModel):
             "A move happens only when it saves more than this percent (0-100) of the "
             "replaced instances' expected cost over the planning horizon, after switching "
             "costs. Per replaced instance, not per fleet: a move spread over several hours "
-            "by maxReplacementsPerHour is judged on what each hour replaces."
+            "by maxReplacementsPerHour is judged on what each hour replaces. The move must "
+            "also be expected to save USD after switching costs, with interruptions at "
+            "their expected cost rather than the objective's aversion to them."
         ),
     )
     max_replacements_per_hour: int = pydantic.Field(
