@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from spotfleet_engine import candidates, catalog, market, model, outlook, planner
+from tests.unit.test_engine_planner import PoolRisk
 
 NOW = datetime(2021, 4, 15, 12, tzinfo=UTC)
 N = outlook.LOOKBACK_HOURS + 1
@@ -43,20 +44,6 @@ def test_hourly_samples_the_price_in_force_at_each_hour() -> None:
     s = outlook.hourly(pts, NOW.timestamp(), 4)
     assert np.isnan(s[0])  # now - 3 h: before the first point
     assert s[1:].tolist() == [0.1, 0.1, 0.2]
-
-
-class _NoRisk:
-    name = "none"
-    horizon_hours = 24.0
-
-    def interruption_probability(
-        self,
-        pools: Sequence[model.Pool],
-        market: market.MarketSnapshot,
-        catalog: catalog.Catalog,
-        now: datetime,
-    ) -> list[float]:
-        return [0.0] * len(pools)
 
 
 def _market(c_steps: Sequence[tuple[float, float]]) -> market.MarketSnapshot:
@@ -107,7 +94,7 @@ def test_a_move_into_a_pool_that_just_dropped_waits_where_prices_come_back(
         tuple(model.FleetInstance(f"i-{k}", here, NOW - timedelta(hours=k + 1)) for k in range(32))
     )
     snap = _market(c_steps)
-    c = candidates.build(pol, cat, snap, _NoRisk(), NOW)
+    c = candidates.build(pol, cat, snap, PoolRisk({}), NOW)
     expect = outlook.expected_prices(c, snap, NOW, pol.horizon_hours)
     i_there = c.pools.index(there)
     if moves:
@@ -115,7 +102,7 @@ def test_a_move_into_a_pool_that_just_dropped_waits_where_prices_come_back(
     else:
         assert 0.038 < expect[i_there] < 0.040
     assert expect[c.pools.index(here)] == pytest.approx(0.040)
-    p = planner.decide(pol, cat, snap, fleet, _NoRisk(), NOW)
+    p = planner.decide(pol, cat, snap, fleet, PoolRisk({}), NOW)
     gone = [t for t in p.terminations if t.reason == "rebalance"]
     if moves:
         assert len(gone) == 32 and p.targets == {there: 32}

@@ -450,14 +450,14 @@ def test_rebalance_when_saving_beats_threshold(
     assert any("rebalance saves" in n for n in p.explanation.notes)
 
 
-class _OneRiskyPool:
-    """A risk model that gives one pool probability ``r`` over 24 h and every other 0."""
+class PoolRisk:
+    """A risk model giving the pools in ``risks`` their probability over 24 h, others 0."""
 
-    name = "one-risky-pool"
+    name = "pool-risk"
     horizon_hours = 24.0
 
-    def __init__(self, pool: model.Pool, r: float) -> None:
-        self.pool, self.r = pool, r
+    def __init__(self, risks: dict[model.Pool, float]) -> None:
+        self.risks = risks
 
     def interruption_probability(
         self,
@@ -466,7 +466,7 @@ class _OneRiskyPool:
         catalog: catalog.Catalog,
         now: datetime,
     ) -> list[float]:
-        return [self.r if p == self.pool else 0.0 for p in pools]
+        return [self.risks.get(p, 0.0) for p in pools]
 
 
 def test_a_move_for_risk_alone_that_does_not_save_usd_is_not_taken(
@@ -493,9 +493,9 @@ def test_a_move_for_risk_alone_that_does_not_save_usd_is_not_taken(
     # USD per instance-hour of risk: hazard x interruption cost, linear in the hazard
     per_hazard = interruption_charge(cat, neutral, "c5.large", 0.5) / (-math.log(0.5) / 24.0)
 
-    def risk_for(charge: float) -> _OneRiskyPool:
+    def risk_for(charge: float) -> PoolRisk:
         """The risk model whose risky pool costs ``charge`` USD per hour in expectation."""
-        return _OneRiskyPool(here, 1.0 - math.exp(-charge / per_hazard * 24.0))
+        return PoolRisk({here: 1.0 - math.exp(-charge / per_hazard * 24.0)})
 
     h, share = pol.horizon_hours, pol.min_savings_pct / 100.0
     # per replaced instance over the horizon, switching = 1 h of its price:
